@@ -1,0 +1,223 @@
+"""ET-Turb frame synthesis (tilt, then exposure-time blur, then optional noise) and the
+Table-1 parameter sampler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from turbjax.physics.blur import blur_width_field, spatially_varying_blur
+from turbjax.physics.checks import check_image, is_concrete
+from turbjax.physics.mtf import DEFAULT_ALPHA
+from turbjax.physics.optics import Atmosphere, Optics, Wave, check_parameters
+from turbjax.physics.tilt import tilt_field
+from turbjax.physics.warp import warp
+
+NOISE_K = 0.001  # ET-Turb B.5: sigma = K / sqrt(tau in ms), image in [0, 1]
+
+
+@struct.dataclass
+class Degradation:
+    """Everything a simulator produced, as a pytree (leading axes: batch, time, ...).
+
+    Attributes:
+      clean, tilt_only, blur_only, degraded: images [..., H, W, C] in [0, 1].
+      tilt_field: [..., H, W, 2] (dx, dy) pixels, the displacement that made ``tilt_only``
+        (see ``turbjax.physics.warp``).
+      blur_width: [..., H, W] FWHM of the local PSF, pixels.
+      optics, atmosphere, exposure_time (s): the physical parameters used.
+    """
+
+    clean: jnp.ndarray
+    tilt_only: jnp.ndarray
+    blur_only: jnp.ndarray
+    degraded: jnp.ndarray
+    tilt_field: jnp.ndarray
+    blur_width: jnp.ndarray
+    optics: Optics
+    atmosphere: Atmosphere
+    exposure_time: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthesisSettings:
+    """Static (hashable) numerical settings of the ET-Turb synthesis.
+
+    Attributes:
+      wave: 'spherical' (scene points, default) or 'plane' path weighting.
+      alpha: Fried's short-exposure constant (1 near field, 0.5 far field).
+      num_psfs: PSFs in the spatially varying blur bank (>= 2).
+      blur_pad: reflect padding (pixels) around the frame for FFT blur; the ET PSFs have
+        heavy (Kolmogorov) tails, ~1% of the mass of a 4.5 px PSF lies beyond 16 px.
+      include_diffraction: multiply the blur MTFs by the aperture's diffraction MTF.
+      tilt_embed_factor: circulant-embedding canvas / frame size for the tilt field (>= 2.5).
+      blur_correlation_px: correlation length of the blur-width field; None = isoplanatic
+        angle in pixels.
+      max_blur_correlation_px: upper clip of that length (sets the canvas padding).
+      blur_eps: lower bound of the blur width, pixels.
+      noise: add exposure-dependent Gaussian noise sigma = noise_k / sqrt(tau in ms).
+      noise_k: the K of that law for images in [0, 1].
+    """
+
+    wave: Wave = "spherical"
+    alpha: float = DEFAULT_ALPHA
+    num_psfs: int = 8
+    blur_pad: int = 16
+    include_diffraction: bool = True
+    tilt_embed_factor: float = 3.0
+    blur_correlation_px: float | None = None
+    max_blur_correlation_px: float = 16.0
+    blur_eps: float = 0.1
+    noise: bool = False
+    noise_k: float = NOISE_K
+
+    def __post_init__(self):
+        if self.num_psfs < 2:
+            raise ValueError(f"num_psfs must be >= 2; got {self.num_psfs}.")
+        if self.tilt_embed_factor < 2.5:
+            raise ValueError(f"tilt_embed_factor must be >= 2.5; got {self.tilt_embed_factor}.")
+        if self.blur_pad < 1:
+            raise ValueError(f"blur_pad must be >= 1 pixel; got {self.blur_pad}.")
+
+
+def exposure_noise_sigma(exposure_time, k: float = NOISE_K) -> jnp.ndarray:
+    """Noise standard deviation K / sqrt(tau / 1 ms) for ``exposure_time`` in s."""
+    return k / jnp.sqrt(jnp.asarray(exposure_time) * 1e3)
+
+
+def synthesize_frame(
+    key: jax.Array,
+    image: jnp.ndarray,
+    optics: Optics,
+    atmosphere: Atmosphere,
+    exposure_time,
+    settings: SynthesisSettings = SynthesisSettings(),
+) -> Degradation:
+    """Degrade one clean frame [H, W, C] (float in [0, 1]) with ET-Turb turbulence.
+
+    Tilt (a correlated displacement field, ``turbjax.physics.tilt``), then spatially varying
+    exposure-time blur (``turbjax.physics.blur``), then optional noise. Physical parameters
+    are scalars here; ``jax.vmap`` over keys, images and parameter pytrees makes batches.
+
+    Raises ValueError for a wrong rank/dtype (always) and for out-of-range values (eagerly;
+    under jit/vmap values are tracers and only shapes are checked, so validate user input
+    with ``turbjax.physics.check_parameters`` first).
+    """
+    check_image("image", image, min_rank=3, max_rank=3)
+    h, w = image.shape[:2]
+    if min(h, w) <= settings.blur_pad:
+        raise ValueError(f"image height and width must exceed settings.blur_pad={settings.blur_pad}; got {h}x{w}.")
+    if is_concrete((optics, atmosphere, exposure_time)):
+        check_parameters(optics, atmosphere, exposure_time)
+    image = jnp.asarray(image, jnp.float32)
+    k_tilt, k_blur, k_noise = jax.random.split(key, 3)
+    field = tilt_field(k_tilt, (h, w), optics, atmosphere, wave=settings.wave, embed_factor=settings.tilt_embed_factor)
+    tilt_only = warp(image, field)
+    widths = blur_width_field(
+        k_blur,
+        (h, w),
+        optics,
+        atmosphere,
+        exposure_time,
+        correlation_px=settings.blur_correlation_px,
+        max_correlation_px=settings.max_blur_correlation_px,
+        eps=settings.blur_eps,
+        wave=settings.wave,
+    )
+    c = image.shape[-1]
+    both = spatially_varying_blur(
+        jnp.concatenate([tilt_only, image], axis=-1),
+        widths,
+        optics,
+        atmosphere,
+        exposure_time,
+        num_psfs=settings.num_psfs,
+        pad=settings.blur_pad,
+        alpha=settings.alpha,
+        include_diffraction=settings.include_diffraction,
+    )
+    degraded, blur_only = both[..., :c], both[..., c:]
+    if settings.noise:
+        sigma = exposure_noise_sigma(exposure_time, settings.noise_k)
+        degraded = degraded + sigma * jax.random.normal(k_noise, degraded.shape)
+    return Degradation(
+        clean=image,
+        tilt_only=tilt_only,
+        blur_only=jnp.clip(blur_only, 0.0, 1.0),
+        degraded=jnp.clip(degraded, 0.0, 1.0),
+        tilt_field=field,
+        blur_width=widths,
+        optics=optics,
+        atmosphere=atmosphere,
+        exposure_time=jnp.asarray(exposure_time),
+    )
+
+
+# ET-Turb Table 1: 12 configurations drawn with equal probability. Continuous ranges are
+# [low, high] (uniform); discrete sets are drawn uniformly. Columns and units as printed:
+# distance (m), focal length (m), F-number, Cn2 (1e-14 m^(-2/3)), height (m), wind (m/s),
+# exposure time (ms).
+_TABLE1_COLUMNS = ("distance", "focal", "fnum", "cn2", "height", "wind", "exposure")
+_TABLE1_ROWS = (
+    ((30, 100), (0.1, 0.3), (2.8, 4), (50, 300), (4, 50), (1, 3), (0.5, 8)),
+    ((30, 100), (0.1, 0.3), (2.8, 4, 5.6), (200, 500), (100, 200), (3, 5), (0.5, 8)),
+    ((100, 200), (0.2, 0.5), (2.8, 4, 5.6), (5, 50), (200, 400), (1, 4), (1, 20)),
+    ((100, 200), (0.2, 0.5), (2.8, 4, 5.6, 8), (20, 100), (4, 50), (2, 6), (0.5, 10)),
+    ((200, 400), (0.3, 0.5), (2.8, 4, 5.6, 8), (2, 30), (50, 100), (2, 5), (1, 20)),
+    ((200, 400), (0.3, 0.5), (4, 5.6, 8, 11), (10, 40), (10, 50), (3, 6), (1, 20)),
+    ((400, 600), (0.4, 0.75), (4, 5.6, 8, 11), (1, 20), (50, 150), (3, 5), (2, 40)),
+    ((400, 600), (0.4, 0.75), (5.6, 8, 11, 16), (10, 30), (10, 100), (4, 7), (1, 20)),
+    ((600, 800), (0.6, 0.8), (5.6, 8, 11, 16), (1, 15), (100, 300), (3, 7), (2, 40)),
+    ((600, 800), (0.6, 0.8), (8, 11, 16, 18), (2, 20), (50, 200), (4, 8), (2, 40)),
+    ((800, 1000), (0.8, 1.0), (8, 11, 16, 18), (0.5, 10), (10, 100), (5, 9), (2, 40)),
+    ((800, 1000), (0.8, 1.0), (11, 16, 18, 24), (1, 20), (4, 50), (6, 10), (1, 20)),
+)
+ET_TURB_TABLE1: tuple[dict, ...] = tuple(dict(zip(_TABLE1_COLUMNS, row, strict=True)) for row in _TABLE1_ROWS)
+# Which Table-1 columns are discrete sets (the rest are continuous [low, high]).
+_DISCRETE = ("fnum", "height")
+
+
+def _table_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values padded to 4 per configuration, and each configuration's count."""
+    rows = [row[name] for row in ET_TURB_TABLE1]
+    values = np.array([list(r) + [r[-1]] * (4 - len(r)) for r in rows], np.float32)
+    return values, np.array([len(r) for r in rows], np.int32)
+
+
+def sample_et_turb_params(
+    key: jax.Array, wavelength: float = 550e-9, pixel_pitch: float = 5e-6
+) -> tuple[Optics, Atmosphere, jnp.ndarray]:
+    """Draw (optics, atmosphere, exposure_time) from ET-Turb Table 1.
+
+    One of the 12 configurations is chosen with equal probability, then every continuous
+    quantity uniformly in its range and every discrete one uniformly from its set. Returned
+    in SI units (Cn2 in m^(-2/3), exposure time in s) as scalar arrays; ``jax.vmap`` over keys
+    gives a batch. The paper prints neither wavelength nor pixel pitch: they are arguments
+    (defaults: 550 nm, 5 um), both fixed across draws.
+    """
+    keys = jax.random.split(key, 8)
+    config = jax.random.randint(keys[0], (), 0, len(ET_TURB_TABLE1))
+    draws = {}
+    for i, name in enumerate(("distance", "focal", "fnum", "cn2", "height", "wind", "exposure")):
+        values, counts = _table_arrays(name)
+        row = jnp.asarray(values)[config]
+        if name in _DISCRETE:
+            index = jax.random.randint(keys[i + 1], (), 0, jnp.asarray(counts)[config])
+            draws[name] = row[index]
+        else:
+            draws[name] = jax.random.uniform(keys[i + 1], (), minval=row[0], maxval=row[1])
+    optics = Optics(
+        wavelength=jnp.float32(wavelength),
+        focal_length=draws["focal"],
+        f_number=draws["fnum"],
+        pixel_pitch=jnp.float32(pixel_pitch),
+    )
+    atmosphere = Atmosphere(
+        cn2=draws["cn2"] * 1e-14, distance=draws["distance"], height=draws["height"], wind_speed=draws["wind"]
+    )
+    return optics, atmosphere, draws["exposure"] * 1e-3
