@@ -1,0 +1,97 @@
+"""Benchmarks: ``python -m experiments.benchmark --config=experiments/configs/benchmark.py:simulator [--workdir=DIR]``.
+
+Prints a table and writes ``DIR/benchmark_<name>.json``.
+"""
+
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm.auto import tqdm
+
+from experiments.baselines import numpy_et_turb
+from turbjax import benchmarking as B
+from turbjax import physics as P
+from turbjax.data import embedded_images
+from turbjax.demos import settings_from_config
+from turbjax.workdir import write_json
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Benchmark config (path:variant).")
+_WORKDIR = flags.DEFINE_string("workdir", ".", "Directory for the JSON report.")
+flags.mark_flags_as_required(["config"])
+
+
+def simulator(config) -> dict:
+    settings = settings_from_config(config.synthesis)
+    n, size = config.batch_size, config.image_size
+    scenes = embedded_images(size)
+    images = jnp.asarray(scenes[np.arange(n) % len(scenes)])
+    keys = jax.random.split(jax.random.key(config.seed), n)
+    optics, atmos, tau = jax.vmap(lambda k: P.sample_et_turb_params(k, config.wavelength, config.pixel_pitch))(keys)
+    synth = jax.jit(jax.vmap(lambda k, im, o, a, t: P.synthesize_frame(k, im, o, a, t, settings)))
+    args = (keys, images, optics, atmos, tau)
+    seconds = B.time_calls(lambda: synth(*args), config.repeats, config.warmup)
+    memory = B.xla_memory_bytes(synth, *args)
+
+    rng = np.random.default_rng(config.seed)
+    base_seconds, base_peak = [], 0
+    for i in tqdm(range(config.baseline_frames), desc="numpy baseline", unit="frame"):
+        o, a = jax.tree_util.tree_map(lambda x, i=i: float(x[i]), (optics, atmos))
+        call = (rng, np.asarray(images[i], np.float64), o.wavelength, o.focal_length, o.f_number, o.pixel_pitch)
+        call += (a.cn2, a.distance, a.wind_speed, float(tau[i]), settings.num_psfs, settings.blur_pad)
+        start = B.time_calls(lambda call=call: numpy_et_turb.synthesize_frame(*call), 1, 0)[0]
+        _, peak = B.traced_peak_bytes(lambda call=call: numpy_et_turb.synthesize_frame(*call))
+        base_seconds.append(start)
+        base_peak = max(base_peak, peak)
+
+    turbjax_ms = 1e3 * B.median(seconds) / n
+    numpy_ms = 1e3 * B.median(base_seconds)
+    rows = [
+        dict(
+            implementation=f"turbjax (jit+vmap, batch {n})",
+            ms_per_frame=turbjax_ms,
+            peak_mib=memory.get("total", 0) / 2**20,
+            memory_source="XLA program (args+out+temp)",
+        ),
+        dict(
+            implementation="NumPy/SciPy baseline (per frame)",
+            ms_per_frame=numpy_ms,
+            peak_mib=base_peak / 2**20,
+            memory_source="tracemalloc peak",
+        ),
+    ]
+    print(B.format_table(rows, ("implementation", "ms_per_frame", "peak_mib", "memory_source")))
+    print(f"speed-up (NumPy / turbjax): {numpy_ms / turbjax_ms:.1f}x")
+    return dict(
+        frame=f"{size}x{size}x3",
+        batch_size=n,
+        turbjax_seconds_per_batch=seconds,
+        numpy_seconds_per_frame=base_seconds,
+        turbjax_ms_per_frame=turbjax_ms,
+        numpy_ms_per_frame=numpy_ms,
+        speedup=numpy_ms / turbjax_ms,
+        turbjax_xla_memory_bytes=memory,
+        numpy_tracemalloc_peak_bytes=base_peak,
+        process_peak_rss_bytes=B.process_peak_rss_bytes(),
+        settings=config.synthesis.to_dict(),
+        devices=[str(d) for d in jax.devices()],
+        machine=platform.platform(),
+    )
+
+
+BENCHMARKS = {"simulator": simulator}
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    report = BENCHMARKS[config.name](config)
+    path = write_json(f"{_WORKDIR.value}/benchmark_{config.name}.json", report)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
