@@ -12,7 +12,7 @@ def synthesis_settings() -> ml_collections.ConfigDict:
         dict(
             wave="spherical",
             alpha=1.0,
-            num_psfs=8,
+            num_psfs=6,
             blur_pad=32,
             include_diffraction=True,
             tilt_embed_factor=3.0,

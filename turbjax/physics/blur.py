@@ -233,24 +233,48 @@ def spatially_varying_blur(
     atmosphere: Atmosphere,
     exposure_time,
     *,
-    num_psfs: int = 8,
+    num_psfs: int = 6,
     pad: int = 32,
     alpha: float = DEFAULT_ALPHA,
     include_diffraction: bool = True,
 ) -> jnp.ndarray:
-    """Blur every pixel of ``image`` [H, W, C] by the ET PSF of its own width [H, W] (pixels).
+    """Blur every pixel of ``image`` [..., H, W, C] by the ET PSF of its own width [..., H, W] (px).
 
-    A bank of ``num_psfs`` PSFs with FWHMs evenly spanning [min W, max W] is applied by FFT
-    (the image is reflect-padded by ``pad`` pixels, and the zero-phase OTF is the ET-MTF
+    A bank of ``num_psfs`` PSFs with FWHMs spanning [min W, max W] evenly in log W is applied by
+    FFT (the image is reflect-padded by ``pad`` pixels, and the zero-phase OTF is the ET-MTF
     sampled on the padded grid, so the kernels are not truncated), and each output pixel
-    linearly interpolates, in width, between the two bank images that bracket its W(x). The
+    interpolates, linearly in log W, between the two bank images that bracket its W(x). The
     effective kernel at x is therefore the width-interpolated PSF of W(x) (a gather-form,
     output-indexed spatially varying convolution).
     """
+    if image.ndim > 3:  # leading axes: one bank per frame
+        if width_field.shape != image.shape[:-1]:
+            raise ValueError(f"width_field must have shape {image.shape[:-1]}; got {width_field.shape}.")
+        return jax.vmap(
+            lambda im, wf: spatially_varying_blur(
+                im,
+                wf,
+                optics,
+                atmosphere,
+                exposure_time,
+                num_psfs=num_psfs,
+                pad=pad,
+                alpha=alpha,
+                include_diffraction=include_diffraction,
+            )
+        )(image, width_field)
+    if num_psfs < 2:
+        raise ValueError(f"num_psfs must be >= 2; got {num_psfs}.")
     h, w = image.shape[-3:-1]
+    if width_field.shape != (h, w):
+        raise ValueError(f"width_field must have shape {(h, w)}; got {width_field.shape}.")
+    if min(h, w) <= pad:
+        raise ValueError(f"image height and width must exceed pad={pad} (reflect padding); got {h}x{w}.")
     kwargs = dict(alpha=alpha, include_diffraction=include_diffraction)
-    w_min, w_max = jnp.min(width_field), jnp.max(width_field)
-    bank_widths = jnp.linspace(w_min, w_max, num_psfs)
+    # Bank spaced evenly in log width: a PSF changes by a similar amount per step at every width.
+    log_w = jnp.log(width_field)
+    w_min, w_max = jnp.min(log_w), jnp.max(log_w)
+    bank_widths = jnp.exp(jnp.linspace(w_min, w_max, num_psfs))
     r0s = jax.vmap(lambda wd: local_fried_parameter(wd, optics, atmosphere, exposure_time, **kwargs))(bank_widths)
     mtf = width_mtf_fn(optics, atmosphere, exposure_time, **kwargs)
     canvas = (h + 2 * pad, w + 2 * pad)
@@ -262,7 +286,7 @@ def spatially_varying_blur(
     bank = jnp.fft.irfft2(otfs[:, None] * spectrum[None], s=canvas)  # [K, C, Hp, Wp]
     bank = bank[:, :, pad : pad + h, pad : pad + w]
     span = jnp.where(w_max > w_min, w_max - w_min, 1.0)
-    position = jnp.clip((width_field - w_min) / span * (num_psfs - 1), 0.0, num_psfs - 1.0)
+    position = jnp.clip((log_w - w_min) / span * (num_psfs - 1), 0.0, num_psfs - 1.0)
     lower = jnp.clip(jnp.floor(position), 0, num_psfs - 2).astype(jnp.int32)
     frac = position - lower
     below = jnp.take_along_axis(bank, lower[None, None], axis=0)[0]

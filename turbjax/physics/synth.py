@@ -66,7 +66,7 @@ class SynthesisSettings:
 
     wave: Wave = "spherical"
     alpha: float = DEFAULT_ALPHA
-    num_psfs: int = 8
+    num_psfs: int = 6
     blur_pad: int = 16
     include_diffraction: bool = True
     tilt_embed_factor: float = 3.0
