@@ -26,11 +26,11 @@ share of the tilt variance, Cn2(z) w(z) dz:
 
 For a uniform Cn2 both are functions of u = theta L / D only; they are tabulated once.
 
-The field is drawn by circulant embedding: the 2 x 2 (x, y) covariance is evaluated on a
-square canvas ``embed_factor`` times the frame, exact up to the frame size and tapered
-beyond it so that it flattens before the canvas wraps (see ``_tapered_correlations``),
-transformed, made positive semi-definite per frequency by clipping the (tiny) negative
-eigenvalues, and the per-axis variance is renormalised to the law above.
+The field is drawn by circulant embedding of a curl-free field (see ``tilt_spectrum``): the
+trace covariance var (rho_par + rho_perp) is evaluated on a square canvas ``embed_factor``
+times the frame, exact up to the frame size and tapered beyond it so that it flattens before
+the canvas wraps (``_tapered_correlations``), transformed once, and the x and y components
+are the k_hat_x and k_hat_y projections of one white noise shaped by its square root.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from turbjax.physics.mtf import safe_sqrt
 from turbjax.physics.optics import Atmosphere, Optics, Wave, fried_parameter
 
 Z_TILT_CONSTANT = 0.1822  # per-axis Z-tilt variance / (lambda^2 D^(-1/3) r0^(-5/3))
@@ -200,21 +199,10 @@ def _half_plane_weights(n: int) -> np.ndarray:
     return weights
 
 
-def _mirror(quadrant: jnp.ndarray, m: int, n: int, odd: bool) -> jnp.ndarray:
-    """Full canvas in fft order from lags 0..m/2 x 0..n/2 (even, or odd in each axis).
-
-    An odd function must vanish at the wrap lag m/2 (n/2) of an even-sized canvas, where +lag
-    and -lag are the same sample.
-    """
-    if odd:
-        if m % 2 == 0:
-            quadrant = quadrant.at[m // 2].set(0.0)
-        if n % 2 == 0:
-            quadrant = quadrant.at[:, n // 2].set(0.0)
-    rows = quadrant[1 : m - m // 2][::-1]
-    full = jnp.concatenate([quadrant, -rows if odd else rows], axis=0)
-    cols = full[:, 1 : n - n // 2][:, ::-1]
-    return jnp.concatenate([full, -cols if odd else cols], axis=1)
+def _mirror_even(quadrant: jnp.ndarray, m: int) -> jnp.ndarray:
+    """Full m x m canvas in fft lag order from the lags 0..m/2 x 0..m/2 of an even function."""
+    index = np.abs(np.fft.fftfreq(m) * m).astype(np.int32)
+    return quadrant[index][:, index]
 
 
 def _tapered_correlations(r, u_per_px, exact_radius: float, flat_radius: float, wave: Wave):
@@ -225,8 +213,8 @@ def _tapered_correlations(r, u_per_px, exact_radius: float, flat_radius: float, 
     rho_perp(r) -> rho_perp(r_eff) with dr_eff/dr = w(r), a raised-cosine window falling from
     1 to 0 between the two radii; then rho_par = rho_perp(r_eff) + r w (rho_par - rho_perp)(r_eff)
     / r_eff. A covariance that flattens smoothly before the canvas wraps embeds with almost no
-    negative eigenvalues (< 0.1% of the variance at embed factor 3), whereas cutting the curves
-    at the wrap (odd C_xy jumps there) makes the embedding indefinite at high frequencies.
+    negative spectrum, whereas cutting the curves at the wrap (a kink, or for C_xy a jump) makes
+    the embedding indefinite at high frequencies (38% of the variance at embed factor 2).
     """
     span = flat_radius - exact_radius
     x = jnp.clip((r - exact_radius) / span, 0.0, 1.0)
@@ -238,87 +226,87 @@ def _tapered_correlations(r, u_per_px, exact_radius: float, flat_radius: float, 
     return par, perp
 
 
-def _canvas_covariance(canvas: int, exact_radius: float, optics, atmosphere, wave):
-    """(C_xx, C_yy, C_xy) in px^2 on a square embedding canvas in fft lag order.
-
-    Evaluated on one quadrant of non-negative lags and mirrored: C_xx and C_yy are even in
-    each axis, C_xy odd in each.
-    """
-    var = jnp.square(tilt_std_px(optics, atmosphere, wave))
-    lags = jnp.arange(canvas // 2 + 1, dtype=jnp.float32)
-    ly, lx = lags[:, None], lags[None, :]
-    r = jnp.sqrt(lx**2 + ly**2)
-    u = aperture_units_per_pixel(optics, atmosphere)
-    par, perp = _tapered_correlations(r, u, exact_radius, canvas / 2.0, wave)
-    cxx, cyy, cxy = _covariance_components(var, par, perp, ly, lx)
-    m = canvas
-    return _mirror(cxx, m, m, False), _mirror(cyy, m, m, False), _mirror(cxy, m, m, True)
+_SPECTRAL_FLOOR = 1e-3  # soft floor of the trace spectrum, in units of the per-axis variance ...
 
 
-_SPECTRAL_FLOOR = 1e-4  # soft floor of the spectral eigenvalues, in units of the variance
-_MINOR_FLOOR = 1e-3  # soft floor of the minor eigenvalue relative to the major one
-
-
-def _soft_positive(lam: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
+def _soft_positive(lam: jnp.ndarray, scale) -> jnp.ndarray:
     """0.5 (lam + sqrt(lam^2 + scale^2)): ~lam above ``scale``, ~scale^2 / (4 |lam|) below -scale.
 
     A smooth, strictly positive stand-in for max(lam, 0) whose square root has a bounded slope.
     """
-    return 0.5 * (lam + jnp.sqrt(jnp.square(lam) + jnp.square(scale)))
+    # Each branch sees only its own sign of lam (finite values and gradients in both), and the
+    # negative one is written without the cancellation of lam + root.
+    positive = lam >= 0
+    lam_pos = jnp.where(positive, lam, 0.0)
+    lam_neg = jnp.where(positive, 0.0, lam)
+    upper = 0.5 * (lam_pos + jnp.sqrt(jnp.square(lam_pos) + jnp.square(scale)))
+    lower = 0.5 * jnp.square(scale) / (jnp.sqrt(jnp.square(lam_neg) + jnp.square(scale)) - lam_neg)
+    return jnp.where(positive, upper, lower)
 
 
-def tilt_spectrum_sqrt(
+_LOCAL_FLOOR = 0.05  # ... and relative to the spectrum's local magnitude (3 x 3 neighbourhood)
+
+
+def _spectral_floor(spectrum: jnp.ndarray, var) -> jnp.ndarray:
+    """Scale of the smooth positivity applied to each embedded spectral value.
+
+    Near DC the tapered embedding's spectrum has side lobes that can cross zero as the
+    parameters change while the neighbouring modes are large; a floor proportional to the
+    local magnitude (5% of its 3 x 3 average) rounds those crossings off, so that the field,
+    and its gradients, stay smooth in the parameters. Elsewhere the floor (>= 1e-3 var) is far
+    below the values it guards and changes them by ~1e-3 relative.
+    """
+    magnitude = jnp.abs(spectrum)
+    smooth = sum(jnp.roll(magnitude, (dy, dx), axis=(0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    return jnp.maximum(_SPECTRAL_FLOOR * var, _LOCAL_FLOOR * smooth)
+
+
+def tilt_spectrum(
     canvas: int,
     exact_radius: float,
     optics: Optics,
     atmosphere: Atmosphere,
     wave: Wave = "spherical",
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Fourier amplitudes (x <- xi1, x <- xi2, y <- xi1, y <- xi2) on the ``rfft2`` half plane.
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Fourier amplitudes of a curl-free tilt field on the ``rfft2`` half plane of the canvas.
 
-    The covariances are real and even (C_xx, C_yy) or odd in each axis (C_xy), so their
-    spectra S are real 2 x 2 symmetric matrices per frequency. A tilt field is curl-free, so the
-    minor eigenvalue is ~0 everywhere but at DC (where the spectrum is isotropic); the embedding
-    makes some eigenvalues slightly negative (< 0.1% of the variance with the tapered
-    covariance) and float32 round-off (~5e-7 of the covariance) puts noise of ~2e-5 var on
-    every mode and ~1e-6 of the major eigenvalue on the minor one. Clipping at 0 and taking
-    sqrt (infinite slope at 0) would make the field and its gradients erratic in the
-    parameters, so each eigenvalue is made positive smoothly (``_soft_positive``) at a scale of
-    1e-4 var (+ 1e-3 x major for the minor one), adding < 1e-3 of the variance before the
-    renormalisation. The square root is assembled
-    from the eigenvalues and the eigenvector angle (cos 2 theta, sin 2 theta), which needs no
-    division by the eigenvalue gap (the spectrum is isotropic at DC), and each axis is
-    renormalised to the Z-tilt variance.
+    A Z-tilt field is the gradient of a (filtered, path-integrated) phase, so its spectral matrix
+    is S(k) = T(k) k_hat k_hat^T, where T is the spectrum of the trace covariance
+    C_xx + C_yy = var (rho_par + rho_perp), a radial function. One real FFT of that radial
+    function gives everything: the x and y amplitudes are sqrt(T) k_hat_x and sqrt(T) k_hat_y,
+    driven by one shared white noise (exactly the x-y cross-covariance of a gradient field),
+    and the DC mode, where the plateau of the tapered covariance is an isotropic random offset,
+    is returned separately as the per-axis offset standard deviation.
 
+    The trace is made positive smoothly (``_soft_positive`` at the scale of ``_spectral_floor``;
+    the tapered embedding is nearly PSD and float32 round-off is ~5e-7 of the covariance), the
+    plateau is moved into the DC bin exactly to keep it out of the FFT's round-off, and each
+    axis is renormalised to the Z-tilt variance. Returns (amp_x, amp_y, offset_std).
     """
-    m = n = canvas
-    cxx, cyy, cxy = _canvas_covariance(canvas, exact_radius, optics, atmosphere, wave)
-    # The covariance flattens to an isotropic plateau (its value at the canvas corner); moving
-    # that constant into the DC bin exactly keeps it out of the FFT's round-off, which
-    # otherwise puts ~1e-3 var of noise on every mode.
-    plateau = cxx[m // 2, n // 2]
-    dc = jnp.zeros((m, n // 2 + 1)).at[0, 0].set(plateau * m * n)
-    sxx, syy = (jnp.real(jnp.fft.rfft2(c - plateau)) + dc for c in (cxx, cyy))
-    sxy = jnp.real(jnp.fft.rfft2(cxy))
-    x, y = sxx - syy, 2.0 * sxy
-    spread = safe_sqrt(x**2 + y**2)
-    spread_safe = jnp.where(spread > 0, spread, 1.0)
-    cos2 = jnp.where(spread > 0, x / spread_safe, 1.0)
-    sin2 = jnp.where(spread > 0, y / spread_safe, 0.0)
-    var = jnp.square(tilt_std_px(optics, atmosphere, wave))  # = mean of S over the modes
-    major = 0.5 * (sxx + syy + spread)
-    minor = 0.5 * (sxx + syy - spread)
-    major = _soft_positive(major, _SPECTRAL_FLOOR * var)
-    minor = _soft_positive(minor, _SPECTRAL_FLOOR * var + _MINOR_FLOOR * major)
-    root_major, root_minor = safe_sqrt(major), safe_sqrt(minor)
-    a = 0.5 * (root_major * (1.0 + cos2) + root_minor * (1.0 - cos2))
-    d = 0.5 * (root_major * (1.0 - cos2) + root_minor * (1.0 + cos2))
-    b = 0.5 * (root_major - root_minor) * sin2
-    # Renormalise each axis so that C'(0) = (1 / MN) sum_k S'(k) equals the Z-tilt variance.
-    weights = jnp.asarray(_half_plane_weights(n))
-    gx = jnp.sqrt(var * m * n / jnp.maximum(jnp.sum((a**2 + b**2) * weights), 1e-30))
-    gy = jnp.sqrt(var * m * n / jnp.maximum(jnp.sum((b**2 + d**2) * weights), 1e-30))
-    return a * gx, b * gx, b * gy, d * gy
+    m = canvas
+    var = jnp.square(tilt_std_px(optics, atmosphere, wave))
+    lags = jnp.arange(m // 2 + 1, dtype=jnp.float32)
+    r = jnp.sqrt(lags[:, None] ** 2 + lags[None, :] ** 2)
+    par, perp = _tapered_correlations(r, aperture_units_per_pixel(optics, atmosphere), exact_radius, m / 2.0, wave)
+    trace = _mirror_even(var * (par + perp), m)
+    plateau = trace[m // 2, m // 2]  # the canvas corner lies beyond the taper
+    spectrum = jnp.real(jnp.fft.rfft2(trace - plateau)).at[0, 0].add(plateau * m * m)
+    spectrum = _soft_positive(spectrum, _spectral_floor(spectrum, var))
+    ky = jnp.asarray(np.fft.fftfreq(m), jnp.float32)[:, None]
+    kx = jnp.asarray(np.fft.rfftfreq(m), jnp.float32)[None, :]
+    k_norm = np.sqrt(np.fft.fftfreq(m)[:, None] ** 2 + np.fft.rfftfreq(m)[None, :] ** 2)
+    k_norm[0, 0] = 1.0
+    root = jnp.sqrt(spectrum)
+    amp_x = (root * kx / k_norm).at[0, 0].set(0.0)
+    amp_y = (root * ky / k_norm).at[0, 0].set(0.0)
+    # Per-axis variance: (1 / m^2) sum over the full plane (rfft columns other than DC and
+    # Nyquist count twice), plus the DC offset's half of the trace.
+    weights = jnp.asarray(_half_plane_weights(m))
+    dc_var = 0.5 * spectrum[0, 0] / m**2
+    var_x = jnp.sum(weights * amp_x**2) / m**2 + dc_var
+    var_y = jnp.sum(weights * amp_y**2) / m**2 + dc_var
+    gx, gy = jnp.sqrt(var / var_x), jnp.sqrt(var / var_y)
+    return amp_x * gx, amp_y * gy, jnp.sqrt(dc_var) * 0.5 * (gx + gy)
 
 
 def embedding_canvas(shape: tuple[int, int], embed_factor: float) -> int:
@@ -340,7 +328,7 @@ def tilt_field(
 
     Each component is zero-mean Gaussian with the per-axis Z-tilt variance, correlated as the
     path-averaged Chanan curves (longitudinal along the lag, transverse across it), and the
-    x and y components are cross-correlated accordingly. The covariance is exact for pixel
+    field is curl-free like a real angle-of-arrival field. The covariance is exact for pixel
     separations up to max(H, W) (every separation along a row or column, no periodicity);
     the longer diagonal separations between frame corners fall in the taper, where the
     correlation is too high by at most ~0.02. ``embed_factor`` >= 2.5 (default 3).
@@ -349,17 +337,14 @@ def tilt_field(
         raise ValueError(f"embed_factor must be >= 2.5; got {embed_factor}.")
     h, w = shape
     side = embedding_canvas(shape, embed_factor)
-    canvas = (side, side)
-    xx, xy, yx, yy = tilt_spectrum_sqrt(side, float(max(shape)), optics, atmosphere, wave)
-    # irfft2 of sqrt(S) x complex white noise (E|z|^2 = 1) has covariance C when the
-    # amplitude is scaled by sqrt(MN), and by a further sqrt(2) on the self-conjugate
-    # columns (DC and Nyquist), whose imaginary part irfft2 discards.
-    edge = np.sqrt(2.0 / _half_plane_weights(side))
-    scale = jnp.asarray(edge * side)
-    kx, ky = jax.random.split(key)
-    half = (side, side // 2 + 1)
-    noise_x = jax.random.normal(kx, half, jnp.complex64)
-    noise_y = jax.random.normal(ky, half, jnp.complex64)
-    fx = jnp.fft.irfft2((xx * noise_x + xy * noise_y) * scale, s=canvas)
-    fy = jnp.fft.irfft2((yx * noise_x + yy * noise_y) * scale, s=canvas)
-    return jnp.stack([fx[:h, :w], fy[:h, :w]], axis=-1)
+    amp_x, amp_y, offset_std = tilt_spectrum(side, float(max(shape)), optics, atmosphere, wave)
+    # irfft2 of amplitude x complex white noise (E|z|^2 = 1) has the intended covariance when
+    # scaled by sqrt(MN) = side, and by a further sqrt(2) on the self-conjugate columns (DC and
+    # Nyquist), whose imaginary part irfft2 discards.
+    scale = jnp.asarray(np.sqrt(2.0 / _half_plane_weights(side)) * side)
+    k_noise, k_offset = jax.random.split(key)
+    noise = jax.random.normal(k_noise, (side, side // 2 + 1), jnp.complex64) * scale
+    fx = jnp.fft.irfft2(amp_x * noise, s=(side, side))[:h, :w]
+    fy = jnp.fft.irfft2(amp_y * noise, s=(side, side))[:h, :w]
+    offset = offset_std * jax.random.normal(k_offset, (2,))
+    return jnp.stack([fx + offset[0], fy + offset[1]], axis=-1)
