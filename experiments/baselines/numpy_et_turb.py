@@ -1,7 +1,7 @@
 """The ET-Turb frame pipeline written plainly with NumPy/SciPy: the benchmark's baseline.
 
-Same physics and algorithm as ``turbjax.physics.synthesize_frame`` (tilt by circulant
-embedding of the tapered path-averaged Chanan covariance, bilinear warp, low-pass blur-width
+Same physics and algorithm as ``turbjax.physics.synthesize_frame`` (a curl-free tilt field by
+circulant embedding of the tapered path-averaged Chanan trace covariance, bilinear warp, low-pass blur-width
 field, a bank of FWHM-matched ET PSFs applied by FFT and blended per pixel in width), one frame
 at a time, float64, with ``scipy.fft`` on all cores. Only the precomputed correlation table is
 shared with turbjax.
@@ -34,6 +34,7 @@ def _correlations(u, log_u, par, perp):
 
 
 def tilt_field(rng, n, lam, focal, fnum, pitch, cn2, dist, factor=3.0):
+    """Curl-free tilt field [n, n, 2] (px) from the embedded trace covariance."""
     d = focal / fnum
     var = ZTILT * lam**2 * d ** (-1 / 3) * _r0(lam, cn2, dist) ** (-5 / 3) * (focal / pitch) ** 2
     u_px = pitch / focal * dist / d
@@ -41,33 +42,34 @@ def tilt_field(rng, n, lam, focal, fnum, pitch, cn2, dist, factor=3.0):
     m += m % 2
     log_u, par_t, perp_t = path_table("spherical")
     lag = np.fft.fftfreq(m) * m
-    ly, lx = lag[:, None], lag[None, :]
-    r = np.hypot(lx, ly)
+    r = np.hypot(lag[:, None], lag[None, :])
     r1, r2 = float(n), m / 2
     x = np.clip((r - r1) / (r2 - r1), 0, 1)
     w = 0.5 * (1 + np.cos(np.pi * x))
     r_eff = np.where(r <= r1, r, r1 + (r2 - r1) * (x / 2 + np.sin(np.pi * x) / (2 * np.pi)))
     par, perp = _correlations(r_eff * u_px, log_u, par_t, perp_t)
     par = np.where(r > 0, perp + r * w / np.where(r > 0, r_eff, 1) * (par - perp), 1.0)
-    r2s = np.where(r > 0, r**2, 1)
-    cos2 = np.where(r > 0, lx**2 / r2s, 0.5)
-    cross = np.where(r > 0, lx * ly / r2s, 0.0)
-    cross[m // 2, :] = 0
-    cross[:, m // 2] = 0
-    cxx = var * (par * cos2 + perp * (1 - cos2))
-    cyy = var * (par * (1 - cos2) + perp * cos2)
-    cxy = var * (par - perp) * cross
-    s = np.stack([fft.rfft2(c, workers=-1).real for c in (cxx, cxy, cxy, cyy)], -1).reshape(m, m // 2 + 1, 2, 2)
-    lam_, vec = np.linalg.eigh(s)
-    root = (vec * np.sqrt(np.maximum(lam_, 0))[..., None, :]) @ np.swapaxes(vec, -1, -2)
+    trace = var * (par + perp)
+    plateau = trace[m // 2, m // 2]
+    spectrum = fft.rfft2(trace - plateau, workers=-1).real
+    spectrum[0, 0] += plateau * m * m
+    root = np.sqrt(np.maximum(spectrum, 0.0))
+    ky, kx = np.fft.fftfreq(m)[:, None], np.fft.rfftfreq(m)[None, :]
+    k = np.hypot(ky, kx)
+    k[0, 0] = 1.0
+    amp_x, amp_y = root * kx / k, root * ky / k
+    amp_x[0, 0] = amp_y[0, 0] = 0.0
     weights = np.full(m // 2 + 1, 2.0)
     weights[[0, -1]] = 1
-    for axis in (0, 1):  # renormalise each axis to the Z-tilt variance
-        total = np.sum((root[..., axis, 0] ** 2 + root[..., axis, 1] ** 2) * weights) / m**2
-        root[..., axis, :] *= np.sqrt(var / total)
-    noise = rng.standard_normal((m, m // 2 + 1, 2)) + 1j * rng.standard_normal((m, m // 2 + 1, 2))
-    amp = np.einsum("...ij,...j->...i", root, noise) * m * np.sqrt(2 / weights)[None, :, None] / np.sqrt(2)
-    return np.stack([fft.irfft2(amp[..., i], s=(m, m), workers=-1)[:n, :n] for i in (0, 1)], -1)
+    dc_var = 0.5 * max(spectrum[0, 0], 0.0) / m**2
+    amp_x *= np.sqrt(var / (np.sum(weights * amp_x**2) / m**2 + dc_var))
+    amp_y *= np.sqrt(var / (np.sum(weights * amp_y**2) / m**2 + dc_var))
+    noise = (rng.standard_normal((m, m // 2 + 1)) + 1j * rng.standard_normal((m, m // 2 + 1))) / np.sqrt(2)
+    noise *= m * np.sqrt(2 / weights)[None, :]
+    offset = np.sqrt(dc_var) * rng.standard_normal(2)
+    fx = fft.irfft2(amp_x * noise, s=(m, m), workers=-1)[:n, :n] + offset[0]
+    fy = fft.irfft2(amp_y * noise, s=(m, m), workers=-1)[:n, :n] + offset[1]
+    return np.stack([fx, fy], -1)
 
 
 def blur_stats(lam, focal, fnum, pitch, cn2, dist, wind, tau):
@@ -108,9 +110,9 @@ def _fwhm(width, mtf):
     return 2 * np.interp(0.5, (profile / profile[0])[::-1], x[::-1])
 
 
-def varying_blur(image, widths, lam, focal, fnum, pitch, wind, tau, k=8, pad=32):
+def varying_blur(image, widths, lam, focal, fnum, pitch, wind, tau, k=6, pad=32):
     d_eff = focal / fnum + wind * tau
-    bank_widths = np.linspace(widths.min(), widths.max(), k)
+    bank_widths = np.geomspace(widths.min(), widths.max(), k)
     h, w, _ = image.shape
     hp, wp = h + 2 * pad, w + 2 * pad
     freq = np.hypot(np.fft.fftfreq(hp)[:, None], np.fft.rfftfreq(wp)[None, :])
@@ -129,7 +131,8 @@ def varying_blur(image, widths, lam, focal, fnum, pitch, wind, tau, k=8, pad=32)
         otf = _mtf(freq, lam, focal, fnum, pitch, np.exp(log_r0), d_eff)
         bank.append(fft.irfft2(spectrum * otf[..., None], s=(hp, wp), axes=(0, 1), workers=-1)[pad:-pad, pad:-pad])
     bank = np.stack(bank)
-    position = np.clip((widths - bank_widths[0]) / max(np.ptp(bank_widths), 1e-12) * (k - 1), 0, k - 1)
+    log_span = max(np.log(bank_widths[-1] / bank_widths[0]), 1e-12)
+    position = np.clip(np.log(widths / bank_widths[0]) / log_span * (k - 1), 0, k - 1)
     lower = np.clip(np.floor(position).astype(int), 0, k - 2)
     frac = (position - lower)[..., None]
     below = np.take_along_axis(bank, lower[None, ..., None], 0)[0]
@@ -137,7 +140,7 @@ def varying_blur(image, widths, lam, focal, fnum, pitch, wind, tau, k=8, pad=32)
     return (1 - frac) * below + frac * above
 
 
-def synthesize_frame(rng, image, lam, focal, fnum, pitch, cn2, dist, wind, tau, num_psfs=8, pad=32):
+def synthesize_frame(rng, image, lam, focal, fnum, pitch, cn2, dist, wind, tau, num_psfs=6, pad=32):
     """Degraded and blur-only frames of ``image`` [N, N, 3] for one parameter set (SI units)."""
     n = image.shape[0]
     field = tilt_field(rng, n, lam, focal, fnum, pitch, cn2, dist)

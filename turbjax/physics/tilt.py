@@ -201,7 +201,7 @@ def _half_plane_weights(n: int) -> np.ndarray:
 
 def _mirror_even(quadrant: jnp.ndarray, m: int) -> jnp.ndarray:
     """Full m x m canvas in fft lag order from the lags 0..m/2 x 0..m/2 of an even function."""
-    index = np.abs(np.fft.fftfreq(m) * m).astype(np.int32)
+    index = np.rint(np.abs(np.fft.fftfreq(m) * m)).astype(np.int32)
     return quadrant[index][:, index]
 
 
@@ -256,8 +256,11 @@ def _spectral_floor(spectrum: jnp.ndarray, var) -> jnp.ndarray:
     and its gradients, stay smooth in the parameters. Elsewhere the floor (>= 1e-3 var) is far
     below the values it guards and changes them by ~1e-3 relative.
     """
-    magnitude = jnp.abs(spectrum)
-    smooth = sum(jnp.roll(magnitude, (dy, dx), axis=(0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    # Rows (k_y) are periodic; the half-plane columns (k_x = 0 .. Nyquist) are not: pad them.
+    width = spectrum.shape[1]
+    magnitude = jnp.pad(jnp.abs(spectrum), ((0, 0), (1, 1)), mode="edge")
+    rows = [jnp.roll(magnitude, dy, axis=0) for dy in (-1, 0, 1)]
+    smooth = sum(row[:, 1 + dx : 1 + dx + width] for row in rows for dx in (-1, 0, 1)) / 9.0
     return jnp.maximum(_SPECTRAL_FLOOR * var, _LOCAL_FLOOR * smooth)
 
 
@@ -328,10 +331,12 @@ def tilt_field(
 
     Each component is zero-mean Gaussian with the per-axis Z-tilt variance, correlated as the
     path-averaged Chanan curves (longitudinal along the lag, transverse across it), and the
-    field is curl-free like a real angle-of-arrival field. The covariance is exact for pixel
-    separations up to max(H, W) (every separation along a row or column, no periodicity);
-    the longer diagonal separations between frame corners fall in the taper, where the
-    correlation is too high by at most ~0.02. ``embed_factor`` >= 2.5 (default 3).
+    field is curl-free like a real angle-of-arrival field. The covariance follows the theory for
+    pixel separations up to max(H, W) (every separation along a row or column, no periodicity)
+    to within 0.02 of the variance (the clipped side lobes of the embedding, largest when the
+    correlation barely decays across the frame); the longer diagonal separations between frame
+    corners fall in the taper, where the correlation is too high by at most ~0.02.
+    ``embed_factor`` >= 2.5 (default 3).
     """
     if embed_factor < 2.5:
         raise ValueError(f"embed_factor must be >= 2.5; got {embed_factor}.")
