@@ -44,6 +44,7 @@ from turbjax.physics.tilt import (
     tilt_std_px,
     tilt_variance,
 )
+from turbjax.physics.video import frame_drift_px, synthesize_video
 from turbjax.physics.warp import warp
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "check_range",
     "diffraction_mtf",
     "exposure_noise_sigma",
+    "frame_drift_px",
     "frequency_grid",
     "fried_parameter",
     "fried_parameter_from_profile",
@@ -78,6 +80,7 @@ __all__ = [
     "spatially_varying_blur",
     "surface_layer_cn2",
     "synthesize_frame",
+    "synthesize_video",
     "tilt_covariance",
     "tilt_field",
     "tilt_std_px",

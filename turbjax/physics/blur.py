@@ -87,24 +87,27 @@ def blur_correlation_px(optics: Optics, atmosphere: Atmosphere, wave: Wave = "sp
     return isoplanatic_angle(optics, atmosphere, wave) / optics.ifov
 
 
-def lowpass_unit_field(key: jax.Array, shape: tuple[int, int], correlation_px, pad: int = 64) -> jnp.ndarray:
-    """Zero-mean Gaussian field with unit variance and Gaussian correlation.
+def lowpass_unit_canvas(key: jax.Array, canvas: tuple[int, int], correlation_px) -> jnp.ndarray:
+    """Periodic zero-mean Gaussian field on ``canvas`` with unit variance and Gaussian correlation.
 
     White noise is filtered with a Gaussian kernel of standard deviation ``correlation_px``
-    (so the field's correlation is exp(-r^2 / (4 l^2))) on a canvas ``pad`` pixels larger than
-    ``shape`` (choose pad >= 4 l so the periodic canvas does not wrap), and scaled so that the
-    ensemble variance on the canvas is exactly 1.
+    (so the field's correlation is exp(-r^2 / (4 l^2))) and scaled so that the ensemble
+    variance on the periodic canvas is exactly 1.
     """
-    h, w = shape
-    canvas = (h + pad, w + pad)
     freq2 = jnp.square(rfrequency_grid(*canvas))
     gain = jnp.exp(-2.0 * jnp.pi**2 * jnp.square(jnp.asarray(correlation_px)) * freq2)
     # Mean of |G|^2 over the full (two-sided) grid from the one-sided rfft grid.
     weights = jnp.ones(gain.shape).at[:, 1 : (canvas[1] + 1) // 2].set(2.0)
     power = jnp.sum(weights * gain**2) / (canvas[0] * canvas[1])
     noise = jax.random.normal(key, canvas)
-    field = jnp.fft.irfft2(jnp.fft.rfft2(noise) * gain, s=canvas)
-    return field[:h, :w] / jnp.sqrt(power)
+    return jnp.fft.irfft2(jnp.fft.rfft2(noise) * gain, s=canvas) / jnp.sqrt(power)
+
+
+def lowpass_unit_field(key: jax.Array, shape: tuple[int, int], correlation_px, pad: int = 64) -> jnp.ndarray:
+    """[H, W] window of :func:`lowpass_unit_canvas` drawn ``pad`` pixels larger than ``shape``
+    (choose pad >= 4 l so that the periodic canvas does not wrap inside the window)."""
+    h, w = shape
+    return lowpass_unit_canvas(key, (h + pad, w + pad), correlation_px)[:h, :w]
 
 
 def blur_width_field(

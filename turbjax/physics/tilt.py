@@ -318,6 +318,33 @@ def embedding_canvas(shape: tuple[int, int], embed_factor: float) -> int:
     return side + side % 2
 
 
+def tilt_canvas(
+    key: jax.Array,
+    side: int,
+    exact_radius: float,
+    optics: Optics,
+    atmosphere: Atmosphere,
+    wave: Wave = "spherical",
+) -> jnp.ndarray:
+    """A whole periodic embedding canvas [side, side, 2] of tilt (px), stationary everywhere.
+
+    Any window of it is a tilt field whose covariance follows the theory up to separations of
+    ``exact_radius`` pixels (``side`` >= 2.5 x ``exact_radius``); windows may start anywhere, with
+    indices taken modulo ``side`` (frozen flow reads shifted windows of one canvas).
+    """
+    amp_x, amp_y, offset_std = tilt_spectrum(side, exact_radius, optics, atmosphere, wave)
+    # irfft2 of amplitude x complex white noise (E|z|^2 = 1) has the intended covariance when
+    # scaled by sqrt(MN) = side, and by a further sqrt(2) on the self-conjugate columns (DC and
+    # Nyquist), whose imaginary part irfft2 discards.
+    scale = jnp.asarray(np.sqrt(2.0 / _half_plane_weights(side)) * side)
+    k_noise, k_offset = jax.random.split(key)
+    noise = jax.random.normal(k_noise, (side, side // 2 + 1), jnp.complex64) * scale
+    fx = jnp.fft.irfft2(amp_x * noise, s=(side, side))
+    fy = jnp.fft.irfft2(amp_y * noise, s=(side, side))
+    offset = offset_std * jax.random.normal(k_offset, (2,))
+    return jnp.stack([fx + offset[0], fy + offset[1]], axis=-1)
+
+
 def tilt_field(
     key: jax.Array,
     shape: tuple[int, int],
@@ -342,14 +369,4 @@ def tilt_field(
         raise ValueError(f"embed_factor must be >= 2.5; got {embed_factor}.")
     h, w = shape
     side = embedding_canvas(shape, embed_factor)
-    amp_x, amp_y, offset_std = tilt_spectrum(side, float(max(shape)), optics, atmosphere, wave)
-    # irfft2 of amplitude x complex white noise (E|z|^2 = 1) has the intended covariance when
-    # scaled by sqrt(MN) = side, and by a further sqrt(2) on the self-conjugate columns (DC and
-    # Nyquist), whose imaginary part irfft2 discards.
-    scale = jnp.asarray(np.sqrt(2.0 / _half_plane_weights(side)) * side)
-    k_noise, k_offset = jax.random.split(key)
-    noise = jax.random.normal(k_noise, (side, side // 2 + 1), jnp.complex64) * scale
-    fx = jnp.fft.irfft2(amp_x * noise, s=(side, side))[:h, :w]
-    fy = jnp.fft.irfft2(amp_y * noise, s=(side, side))[:h, :w]
-    offset = offset_std * jax.random.normal(k_offset, (2,))
-    return jnp.stack([fx + offset[0], fy + offset[1]], axis=-1)
+    return tilt_canvas(key, side, float(max(shape)), optics, atmosphere, wave)[:h, :w]
