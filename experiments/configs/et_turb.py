@@ -21,6 +21,8 @@ def synthesis_settings() -> ml_collections.ConfigDict:
             blur_eps=0.1,
             noise=False,
             noise_k=0.001,
+            exposure_model="continuous",  # or "fixed" / "binary" (the seed's Table 3 ablation)
+            fixed_exposure_s=1e-3,
         )
     )
 

@@ -155,3 +155,31 @@ def test_exposure_noise_level():
     noisy = P.synthesize_frame(jax.random.key(0), gray, OPTICS, ATMOS, 1e-3, noisy_settings)
     np.testing.assert_allclose(float(jnp.std(noisy.degraded - clean.degraded)), 0.001, rtol=0.05)
     np.testing.assert_allclose(float(P.exposure_noise_sigma(0.5e-3)), 0.001 / np.sqrt(0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["continuous", "fixed", "binary"])
+def test_exposure_models_give_the_mtfs_they_claim(model):
+    """Table 3 ablation: the blur sees the ET-MTF of tau, of 1 ms, or the SE / LE limit."""
+    settings = P.SynthesisSettings(exposure_model=model)
+    freq = jnp.linspace(0.0, 0.5, 33)
+    se = np.asarray(P.mtf_short_exposure(freq, OPTICS, ATMOS))
+    le = np.asarray(P.mtf_long_exposure(freq, OPTICS, ATMOS))
+    for tau in (5e-4, 4e-2):  # v tau = 1.5 mm < D = 75 mm, and 120 mm > D
+        used = P.blur_exposure_time(tau, OPTICS, ATMOS, settings)
+        mtf = np.asarray(P.mtf_exposure(freq, OPTICS, ATMOS, used))
+        if model == "continuous":
+            expected = np.asarray(P.mtf_exposure(freq, OPTICS, ATMOS, tau))
+        elif model == "fixed":
+            expected = np.asarray(P.mtf_exposure(freq, OPTICS, ATMOS, 1e-3))
+        else:
+            expected = se if tau * 3.0 < 0.3 / 4.0 else le
+        np.testing.assert_allclose(np.log(mtf), np.log(expected), rtol=2e-3, atol=1e-6)
+
+
+def test_fixed_exposure_blur_ignores_tau():
+    fixed = P.SynthesisSettings(blur_pad=16, num_psfs=6, exposure_model="fixed")
+    a = P.synthesize_frame(jax.random.key(4), _image(), OPTICS, ATMOS, 5e-4, fixed)
+    b = P.synthesize_frame(jax.random.key(4), _image(), OPTICS, ATMOS, 3e-2, fixed)
+    np.testing.assert_allclose(np.asarray(a.degraded), np.asarray(b.degraded), atol=1e-6)
+    c = P.synthesize_frame(jax.random.key(4), _image(), OPTICS, ATMOS, 3e-2, SETTINGS)
+    assert float(jnp.abs(c.degraded - a.degraded).max()) > 1e-3

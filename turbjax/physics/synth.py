@@ -5,6 +5,7 @@ Table-1 parameter sampler.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,8 @@ from turbjax.physics.mtf import DEFAULT_ALPHA
 from turbjax.physics.optics import Atmosphere, Optics, Wave, check_parameters
 from turbjax.physics.tilt import tilt_field
 from turbjax.physics.warp import warp
+
+ExposureModel = Literal["continuous", "fixed", "binary"]
 
 NOISE_K = 0.001  # ET-Turb B.5: sigma = K / sqrt(tau in ms), image in [0, 1]
 
@@ -62,6 +65,9 @@ class SynthesisSettings:
       blur_eps: lower bound of the blur width, pixels.
       noise: add exposure-dependent Gaussian noise sigma = noise_k / sqrt(tau in ms).
       noise_k: the K of that law for images in [0, 1].
+      exposure_model: exposure time seen by the blur, for the seed's Table 3 ablation (see
+        :func:`blur_exposure_time`); noise always uses the true exposure time.
+      fixed_exposure_s: the exposure of the 'fixed' model (1 ms in the seed).
     """
 
     wave: Wave = "spherical"
@@ -75,14 +81,43 @@ class SynthesisSettings:
     blur_eps: float = 0.1
     noise: bool = False
     noise_k: float = NOISE_K
+    exposure_model: ExposureModel = "continuous"
+    fixed_exposure_s: float = 1e-3
 
     def __post_init__(self):
+        if self.exposure_model not in ("continuous", "fixed", "binary"):
+            raise ValueError(f"exposure_model must be 'continuous', 'fixed' or 'binary'; got {self.exposure_model!r}.")
         if self.num_psfs < 2:
             raise ValueError(f"num_psfs must be >= 2; got {self.num_psfs}.")
         if self.tilt_embed_factor < 2.5:
             raise ValueError(f"tilt_embed_factor must be >= 2.5; got {self.tilt_embed_factor}.")
         if self.blur_pad < 1:
             raise ValueError(f"blur_pad must be >= 1 pixel; got {self.blur_pad}.")
+
+
+# Exposure times standing for the two limits of the 'binary' model: tau = 0 gives MTF_SE exactly;
+# 1e6 s makes D + v tau ~1e6 m, where the ET-MTF equals MTF_LE to < 1e-3 in its exponent.
+SHORT_EXPOSURE_S, LONG_EXPOSURE_S = 0.0, 1e6
+
+
+def blur_exposure_time(
+    exposure_time, optics: Optics, atmosphere: Atmosphere, settings: SynthesisSettings
+) -> jnp.ndarray:
+    """The exposure time (s) the blur is computed with, under ``settings.exposure_model``.
+
+    'continuous': the true exposure time (the ET-MTF). 'fixed': ``settings.fixed_exposure_s``
+    for every sample. 'binary': the short-exposure limit when the wind moves the turbulence by
+    less than one aperture during the exposure (v tau < D, frozen over the pupil), else the
+    long-exposure limit; the seed does not say how it chose between SE and LE, this is the
+    physical criterion of Azoulay's effective aperture.
+    """
+    tau = jnp.asarray(exposure_time)
+    if settings.exposure_model == "continuous":
+        return tau
+    if settings.exposure_model == "fixed":
+        return jnp.full_like(tau, settings.fixed_exposure_s, dtype=jnp.float32)
+    frozen = jnp.asarray(atmosphere.wind_speed) * tau < optics.aperture
+    return jnp.where(frozen, SHORT_EXPOSURE_S, LONG_EXPOSURE_S)
 
 
 def exposure_noise_sigma(exposure_time, k: float = NOISE_K) -> jnp.ndarray:
@@ -118,12 +153,13 @@ def synthesize_frame(
     k_tilt, k_blur, k_noise = jax.random.split(key, 3)
     field = tilt_field(k_tilt, (h, w), optics, atmosphere, wave=settings.wave, embed_factor=settings.tilt_embed_factor)
     tilt_only = warp(image, field)
+    blur_tau = blur_exposure_time(exposure_time, optics, atmosphere, settings)
     widths = blur_width_field(
         k_blur,
         (h, w),
         optics,
         atmosphere,
-        exposure_time,
+        blur_tau,
         correlation_px=settings.blur_correlation_px,
         max_correlation_px=settings.max_blur_correlation_px,
         eps=settings.blur_eps,
@@ -135,7 +171,7 @@ def synthesize_frame(
         widths,
         optics,
         atmosphere,
-        exposure_time,
+        blur_tau,
         num_psfs=settings.num_psfs,
         pad=settings.blur_pad,
         alpha=settings.alpha,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from turbjax.physics.blur import blur_correlation_px, blur_width_stats, lowpass_unit_canvas, spatially_varying_blur
 from turbjax.physics.checks import check_image, check_positive, is_concrete
 from turbjax.physics.optics import Atmosphere, Optics, check_parameters
-from turbjax.physics.synth import Degradation, SynthesisSettings, exposure_noise_sigma
+from turbjax.physics.synth import Degradation, SynthesisSettings, blur_exposure_time, exposure_noise_sigma
 from turbjax.physics.tilt import embedding_canvas, tilt_canvas
 from turbjax.physics.warp import warp
 
@@ -107,7 +107,8 @@ def synthesize_video(
     tilt = tilt_canvas(k_tilt, side, float(reach), optics, atmosphere, settings.wave)
     fields = jax.vmap(lambda o: periodic_window(tilt, o, (h, w)))(offsets)
 
-    mean, std = blur_width_stats(optics, atmosphere, exposure_time, settings.wave)
+    blur_tau = blur_exposure_time(exposure_time, optics, atmosphere, settings)
+    mean, std = blur_width_stats(optics, atmosphere, blur_tau, settings.wave)
     corr = settings.blur_correlation_px
     if corr is None:
         corr = blur_correlation_px(optics, atmosphere, settings.wave)
@@ -122,7 +123,7 @@ def synthesize_video(
         widths,
         optics,
         atmosphere,
-        exposure_time,
+        blur_tau,
         num_psfs=settings.num_psfs,
         pad=settings.blur_pad,
         alpha=settings.alpha,
