@@ -153,25 +153,41 @@ def synthesize_frame(
     k_tilt, k_blur, k_noise = jax.random.split(key, 3)
     field = tilt_field(k_tilt, (h, w), optics, atmosphere, wave=settings.wave, embed_factor=settings.tilt_embed_factor)
     tilt_only = warp(image, field)
-    blur_tau = blur_exposure_time(exposure_time, optics, atmosphere, settings)
     widths = blur_width_field(
         k_blur,
         (h, w),
         optics,
         atmosphere,
-        blur_tau,
+        blur_exposure_time(exposure_time, optics, atmosphere, settings),
         correlation_px=settings.blur_correlation_px,
         max_correlation_px=settings.max_blur_correlation_px,
         eps=settings.blur_eps,
         wave=settings.wave,
     )
-    c = image.shape[-1]
+    return blur_and_assemble(k_noise, image, tilt_only, field, widths, optics, atmosphere, exposure_time, settings)
+
+
+def blur_and_assemble(
+    key: jax.Array,
+    clean: jnp.ndarray,
+    tilt_only: jnp.ndarray,
+    tilt: jnp.ndarray,
+    widths: jnp.ndarray,
+    optics: Optics,
+    atmosphere: Atmosphere,
+    exposure_time,
+    settings: SynthesisSettings,
+) -> Degradation:
+    """Blur the tilted and the clean frames [..., H, W, C] with the width field [..., H, W], add
+    optional exposure noise (``key``), and assemble the ``Degradation`` (shared by frames and
+    videos)."""
+    c = clean.shape[-1]
     both = spatially_varying_blur(
-        jnp.concatenate([tilt_only, image], axis=-1),
+        jnp.concatenate([tilt_only, clean], axis=-1),
         widths,
         optics,
         atmosphere,
-        blur_tau,
+        blur_exposure_time(exposure_time, optics, atmosphere, settings),
         num_psfs=settings.num_psfs,
         pad=settings.blur_pad,
         alpha=settings.alpha,
@@ -180,13 +196,13 @@ def synthesize_frame(
     degraded, blur_only = both[..., :c], both[..., c:]
     if settings.noise:
         sigma = exposure_noise_sigma(exposure_time, settings.noise_k)
-        degraded = degraded + sigma * jax.random.normal(k_noise, degraded.shape)
+        degraded = degraded + sigma * jax.random.normal(key, degraded.shape)
     return Degradation(
-        clean=image,
+        clean=clean,
         tilt_only=tilt_only,
         blur_only=jnp.clip(blur_only, 0.0, 1.0),
         degraded=jnp.clip(degraded, 0.0, 1.0),
-        tilt_field=field,
+        tilt_field=tilt,
         blur_width=widths,
         optics=optics,
         atmosphere=atmosphere,

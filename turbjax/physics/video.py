@@ -20,10 +20,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from turbjax.physics.blur import blur_correlation_px, blur_width_stats, lowpass_unit_canvas, spatially_varying_blur
+from turbjax.physics.blur import blur_correlation_px, blur_width_stats, lowpass_unit_canvas
 from turbjax.physics.checks import check_image, check_positive, is_concrete
 from turbjax.physics.optics import Atmosphere, Optics, check_parameters
-from turbjax.physics.synth import Degradation, SynthesisSettings, blur_exposure_time, exposure_noise_sigma
+from turbjax.physics.synth import Degradation, SynthesisSettings, blur_and_assemble, blur_exposure_time
 from turbjax.physics.tilt import embedding_canvas, tilt_canvas
 from turbjax.physics.warp import warp
 
@@ -86,7 +86,7 @@ def synthesize_video(
         frames = jnp.broadcast_to(frames, (num_frames, *frames.shape))
     else:
         check_image("frames", frames, min_rank=4, max_rank=4)
-    t_count, h, w, c = frames.shape
+    t_count, h, w, _ = frames.shape
     if min(h, w) <= settings.blur_pad:
         raise ValueError(f"frame height and width must exceed settings.blur_pad={settings.blur_pad}; got {h}x{w}.")
     if max_drift_px < 0:
@@ -118,29 +118,4 @@ def synthesize_video(
     widths = jnp.maximum(settings.blur_eps, mean + std * jax.vmap(lambda o: periodic_window(unit, o, (h, w)))(offsets))
 
     tilt_only = warp(frames, fields)
-    both = spatially_varying_blur(
-        jnp.concatenate([tilt_only, frames], axis=-1),
-        widths,
-        optics,
-        atmosphere,
-        blur_tau,
-        num_psfs=settings.num_psfs,
-        pad=settings.blur_pad,
-        alpha=settings.alpha,
-        include_diffraction=settings.include_diffraction,
-    )
-    degraded, blur_only = both[..., :c], both[..., c:]
-    if settings.noise:
-        sigma = exposure_noise_sigma(exposure_time, settings.noise_k)
-        degraded = degraded + sigma * jax.random.normal(k_noise, degraded.shape)
-    return Degradation(
-        clean=frames,
-        tilt_only=tilt_only,
-        blur_only=jnp.clip(blur_only, 0.0, 1.0),
-        degraded=jnp.clip(degraded, 0.0, 1.0),
-        tilt_field=fields,
-        blur_width=widths,
-        optics=optics,
-        atmosphere=atmosphere,
-        exposure_time=jnp.asarray(exposure_time),
-    )
+    return blur_and_assemble(k_noise, frames, tilt_only, fields, widths, optics, atmosphere, exposure_time, settings)
