@@ -183,3 +183,17 @@ def test_fixed_exposure_blur_ignores_tau():
     np.testing.assert_allclose(np.asarray(a.degraded), np.asarray(b.degraded), atol=1e-6)
     c = P.synthesize_frame(jax.random.key(4), _image(), OPTICS, ATMOS, 3e-2, SETTINGS)
     assert float(jnp.abs(c.degraded - a.degraded).max()) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_psfs=1), "num_psfs"),
+        (dict(tilt_embed_factor=2.0), "tilt_embed_factor"),
+        (dict(exposure_model="random"), "exposure_model"),
+        (dict(fixed_exposure_s=0.0), "fixed_exposure_s"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        P.SynthesisSettings(**kwargs)

@@ -87,6 +87,8 @@ class SynthesisSettings:
     def __post_init__(self):
         if self.exposure_model not in ("continuous", "fixed", "binary"):
             raise ValueError(f"exposure_model must be 'continuous', 'fixed' or 'binary'; got {self.exposure_model!r}.")
+        if not self.fixed_exposure_s > 0:
+            raise ValueError(f"fixed_exposure_s must be > 0 s; got {self.fixed_exposure_s}.")
         if self.num_psfs < 2:
             raise ValueError(f"num_psfs must be >= 2; got {self.num_psfs}.")
         if self.tilt_embed_factor < 2.5:
