@@ -121,7 +121,7 @@ def test_bad_input_raises_before_compute(change, match):
 
 def test_no_nan_over_1000_table1_draws():
     fn = jax.jit(jax.vmap(lambda k, im: P.synthesize_frame(k, im, *P.sample_et_turb_params(k), SETTINGS)))
-    image = jnp.broadcast_to(_image()[:32, :32] * 0 + _image()[8:40, 8:40], (100, 32, 32, 3))
+    image = jnp.broadcast_to(_image()[8:40, 8:40], (100, 32, 32, 3))
     for chunk in range(10):
         keys = jax.random.split(jax.random.key(100 + chunk), 100)
         out = fn(keys, image)

@@ -276,8 +276,8 @@ def spatially_varying_blur(
     kwargs = dict(alpha=alpha, include_diffraction=include_diffraction)
     # Bank spaced evenly in log width: a PSF changes by a similar amount per step at every width.
     log_w = jnp.log(width_field)
-    w_min, w_max = jnp.min(log_w), jnp.max(log_w)
-    bank_widths = jnp.exp(jnp.linspace(w_min, w_max, num_psfs))
+    log_min, log_max = jnp.min(log_w), jnp.max(log_w)
+    bank_widths = jnp.exp(jnp.linspace(log_min, log_max, num_psfs))
     r0s = jax.vmap(lambda wd: local_fried_parameter(wd, optics, atmosphere, exposure_time, **kwargs))(bank_widths)
     mtf = width_mtf_fn(optics, atmosphere, exposure_time, **kwargs)
     canvas = (h + 2 * pad, w + 2 * pad)
@@ -288,8 +288,8 @@ def spatially_varying_blur(
     spectrum = jnp.fft.rfft2(padded)  # [C, Hp, Wp//2+1]
     bank = jnp.fft.irfft2(otfs[:, None] * spectrum[None], s=canvas)  # [K, C, Hp, Wp]
     bank = bank[:, :, pad : pad + h, pad : pad + w]
-    span = jnp.where(w_max > w_min, w_max - w_min, 1.0)
-    position = jnp.clip((log_w - w_min) / span * (num_psfs - 1), 0.0, num_psfs - 1.0)
+    span = jnp.where(log_max > log_min, log_max - log_min, 1.0)
+    position = jnp.clip((log_w - log_min) / span * (num_psfs - 1), 0.0, num_psfs - 1.0)
     lower = jnp.clip(jnp.floor(position), 0, num_psfs - 2).astype(jnp.int32)
     frac = position - lower
     below = jnp.take_along_axis(bank, lower[None, None], axis=0)[0]
