@@ -40,6 +40,7 @@ from turbjax.physics.mtf import (
     exposure_mtf_rad,
     frequency_grid,
     psf_from_mtf,
+    rfft_weights,
     rfrequency_grid,
 )
 from turbjax.physics.optics import Atmosphere, Optics, Wave, fried_parameter, isoplanatic_angle
@@ -97,8 +98,7 @@ def lowpass_unit_canvas(key: jax.Array, canvas: tuple[int, int], correlation_px)
     freq2 = jnp.square(rfrequency_grid(*canvas))
     gain = jnp.exp(-2.0 * jnp.pi**2 * jnp.square(jnp.asarray(correlation_px)) * freq2)
     # Mean of |G|^2 over the full (two-sided) grid from the one-sided rfft grid.
-    weights = jnp.ones(gain.shape).at[:, 1 : (canvas[1] + 1) // 2].set(2.0)
-    power = jnp.sum(weights * gain**2) / (canvas[0] * canvas[1])
+    power = jnp.sum(jnp.asarray(rfft_weights(canvas[1])) * gain**2) / (canvas[0] * canvas[1])
     noise = jax.random.normal(key, canvas)
     return jnp.fft.irfft2(jnp.fft.rfft2(noise) * gain, s=canvas) / jnp.sqrt(power)
 

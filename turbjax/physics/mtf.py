@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Literal
 
 import jax.numpy as jnp
+import numpy as np
 
 from turbjax.physics.optics import Atmosphere, Optics, Wave, fried_parameter
 
@@ -57,6 +58,16 @@ def rfrequency_grid(n: int, m: int) -> jnp.ndarray:
     fy = jnp.fft.fftfreq(n)[:, None]
     fx = jnp.fft.rfftfreq(m)[None, :]
     return jnp.sqrt(fy**2 + fx**2)
+
+
+def rfft_weights(n: int) -> np.ndarray:
+    """Multiplicity in the full spectrum of each ``rfft`` column of an n-point axis: 1 for DC
+    (and Nyquist when n is even), 2 for the others, whose conjugates the half plane omits."""
+    weights = np.full(n // 2 + 1, 2.0, np.float32)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    return weights
 
 
 def angular_frequency(freq: jnp.ndarray, optics: Optics) -> jnp.ndarray:

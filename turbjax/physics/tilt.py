@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from turbjax.physics.mtf import rfft_weights
 from turbjax.physics.optics import Atmosphere, Optics, Wave, fried_parameter
 
 Z_TILT_CONSTANT = 0.1822  # per-axis Z-tilt variance / (lambda^2 D^(-1/3) r0^(-5/3))
@@ -190,15 +191,6 @@ def tilt_covariance(
     return _covariance_components(var, par, perp, lag_y, lag_x)
 
 
-def _half_plane_weights(n: int) -> np.ndarray:
-    """Multiplicity of each ``rfft`` column in the full spectrum (1 at DC and Nyquist, else 2)."""
-    weights = np.full(n // 2 + 1, 2.0, np.float32)
-    weights[0] = 1.0
-    if n % 2 == 0:
-        weights[-1] = 1.0
-    return weights
-
-
 def _mirror_even(quadrant: jnp.ndarray, m: int) -> jnp.ndarray:
     """Full m x m canvas in fft lag order from the lags 0..m/2 x 0..m/2 of an even function."""
     index = np.rint(np.abs(np.fft.fftfreq(m) * m)).astype(np.int32)
@@ -304,7 +296,7 @@ def tilt_spectrum(
     amp_y = (root * ky / k_norm).at[0, 0].set(0.0)
     # Per-axis variance: (1 / m^2) sum over the full plane (rfft columns other than DC and
     # Nyquist count twice), plus the DC offset's half of the trace.
-    weights = jnp.asarray(_half_plane_weights(m))
+    weights = jnp.asarray(rfft_weights(m))
     dc_var = 0.5 * spectrum[0, 0] / m**2
     var_x = jnp.sum(weights * amp_x**2) / m**2 + dc_var
     var_y = jnp.sum(weights * amp_y**2) / m**2 + dc_var
@@ -336,7 +328,7 @@ def tilt_canvas(
     # irfft2 of amplitude x complex white noise (E|z|^2 = 1) has the intended covariance when
     # scaled by sqrt(MN) = side, and by a further sqrt(2) on the self-conjugate columns (DC and
     # Nyquist), whose imaginary part irfft2 discards.
-    scale = jnp.asarray(np.sqrt(2.0 / _half_plane_weights(side)) * side)
+    scale = jnp.asarray(np.sqrt(2.0 / rfft_weights(side)) * side)
     k_noise, k_offset = jax.random.split(key)
     noise = jax.random.normal(k_noise, (side, side // 2 + 1), jnp.complex64) * scale
     fx = jnp.fft.irfft2(amp_x * noise, s=(side, side))
