@@ -1,5 +1,5 @@
 """The benchmark's NumPy/SciPy baseline computes the same pipeline as turbjax (independent code:
-brentq vs Newton width inversion, eigen-free NumPy embedding, scipy warps)."""
+brentq vs bisection width inversion, eigen-free NumPy embedding, scipy warps)."""
 
 import jax
 import jax.numpy as jnp

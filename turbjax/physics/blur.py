@@ -19,8 +19,8 @@ exposure factors are written with v tau / D so that v = 0 (no wind: a frozen, sh
 is finite.
 
 PSF of a given width. Each width w is given the ET-MTF (``turbjax.physics.mtf``) of the
-physical aperture, exposure and wind with a *local* Fried parameter r0(w), found by Newton's
-method in log r0 so that the FWHM of the sampled (band-limited) PSF equals w. Widths below
+physical aperture, exposure and wind with a *local* Fried parameter r0(w), found by bisection
+in log r0 so that the FWHM of the sampled (band-limited) PSF equals w. Widths below
 what optics and sampling can resolve (the diffraction limit when included, ~1.2 px for a
 flat spectrum) saturate at the sharpest PSF available.
 """
@@ -49,7 +49,7 @@ AIRY_DIAMETER = 2.44  # lambda / D
 AIRY_FWHM = 1.03  # lambda / D
 
 _N_F, _N_X = 64, 65  # frequency and position nodes of the FWHM quadrature
-_NEWTON_STEPS = 5
+_BISECTION_STEPS = 26  # log r0 bracket of ln(1e7) = 16 halved to 2.4e-7
 _R0_BOUNDS = (1e-5, 1e2)  # m
 
 
@@ -143,7 +143,8 @@ def bandlimited_fwhm(mtf_of_freq, width: jnp.ndarray) -> jnp.ndarray:
     cycles/pixel, so its profile along x is p(x) = 4 Int_0^s Int_0^s MTF(|f|) cos(2 pi f_x x)
     df_y df_x with s = min(1/2, 5 / width) (beyond 5 / width every ET-MTF of FWHM ~ width is
     below 1e-6). This is exactly what :func:`turbjax.physics.fwhm` measures on the kernel of
-    :func:`turbjax.physics.psf_from_mtf`. ``width`` sets the grids (x up to ``width``).
+    :func:`turbjax.physics.psf_from_mtf`. ``width`` sets the grids (x up to ``width``): FWHMs
+    beyond 2 x width are reported as 4 x width.
     """
     span = jnp.minimum(0.5, 5.0 / width)
     unit = np.linspace(0.0, 1.0, _N_F, dtype=np.float32)
@@ -159,7 +160,10 @@ def bandlimited_fwhm(mtf_of_freq, width: jnp.ndarray) -> jnp.ndarray:
     i = jnp.clip(jnp.argmax(profile < 0.5), 1, _N_X - 1)
     p0, p1 = profile[i - 1], profile[i]
     frac = (p0 - 0.5) / jnp.where(p0 == p1, 1.0, p0 - p1)
-    return 2.0 * (t[i - 1] + frac * (t[1] - t[0])) * width
+    estimate = 2.0 * (t[i - 1] + frac * (t[1] - t[0])) * width
+    # A profile still above half maximum at x = width has FWHM > 2 width: say "wider" (the
+    # inversion only needs the side of the root there), never an interpolation artefact.
+    return jnp.where(jnp.any(profile < 0.5), estimate, 4.0 * width)
 
 
 def width_mtf_fn(
@@ -192,24 +196,37 @@ def local_fried_parameter(
     alpha: float = DEFAULT_ALPHA,
     include_diffraction: bool = True,
 ) -> jnp.ndarray:
-    """Local r0 (m) whose ET PSF has FWHM ``width_px`` (scalar), by Newton's method in log r0."""
+    """Local r0 (m) whose ET PSF has FWHM ``width_px`` (scalar).
+
+    The FWHM falls monotonically with r0, so bisection in log r0 over ``_R0_BOUNDS`` brackets the
+    root whatever the optics (an unsafeguarded Newton iteration oscillated where the band-limited
+    FWHM estimate leaves its grid, FWHM > 2 x width). The value is the bisection midpoint
+    (log r0 to ~1e-6); its gradient is that of the implicit function, -(dF/dtheta) / (dF/dlog r0)
+    at the root, attached with a zero-valued Newton step. Widths below the diffraction floor give
+    the upper bound.
+    """
     mtf = width_mtf_fn(optics, atmosphere, exposure_time, alpha=alpha, include_diffraction=include_diffraction)
     width = jnp.asarray(width_px, jnp.float32)
     log_w = jnp.log(width)
-    lam = jnp.asarray(optics.wavelength)
-    # Long-exposure seeing FWHM = 0.98 lambda / r0 as the starting point.
-    log_r0 = jnp.log(0.98 * lam / (width * optics.ifov))
-    step = 0.05
-    lo, hi = np.log(_R0_BOUNDS[0]), np.log(_R0_BOUNDS[1])
 
     def log_fwhm(log_r):
         return jnp.log(bandlimited_fwhm(lambda f: mtf(f, jnp.exp(log_r)), width))
 
-    for _ in range(_NEWTON_STEPS):
-        f0, f1 = log_fwhm(log_r0), log_fwhm(log_r0 + step)
-        slope = jnp.clip((f1 - f0) / step, -2.0, -0.2)
-        log_r0 = jnp.clip(log_r0 - (f0 - log_w) / slope, lo, hi)
-    return jnp.exp(log_r0)
+    def bisect(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        too_wide = log_fwhm(mid) > log_w  # r0 too small
+        return jnp.where(too_wide, mid, lo), jnp.where(too_wide, hi, mid)
+
+    bounds = (jnp.full_like(log_w, np.log(_R0_BOUNDS[0])), jnp.full_like(log_w, np.log(_R0_BOUNDS[1])))
+    lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, bisect, jax.lax.stop_gradient(bounds))
+    log_r0 = jax.lax.stop_gradient(0.5 * (lo + hi))
+    value, slope = jax.jvp(log_fwhm, (log_r0,), (jnp.ones_like(log_r0),))
+    # No root below the diffraction floor (r0 pinned at the bound): no gradient there. Just above
+    # it the FWHM hardly moves with r0 (slope -> 0) and r0(w) is steep: keep that, bar a 0 divide.
+    at_root = jnp.abs(value - log_w) < 1e-3
+    step = jnp.where(at_root, -(value - log_w) / jnp.minimum(slope, -1e-4), 0.0)
+    return jnp.exp(log_r0 + step - jax.lax.stop_gradient(step))
 
 
 def psf_for_width(
