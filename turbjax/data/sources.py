@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from turbjax.data.samples import EMBEDDED_SCENES, _load, center_square
+from turbjax.data.samples import EMBEDDED_SCENES, center_square
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -38,8 +37,6 @@ def _image_files(folder: Path) -> list[Path]:
 
 def folder_images(path: str | Path, size: int = 256) -> np.ndarray:
     """All images of a folder, centre-cropped and resized: [N, size, size, 3]."""
-    from skimage import io
-
     folder = Path(path)
     if not folder.is_dir():
         raise DataSourceError(
@@ -50,13 +47,17 @@ def folder_images(path: str | Path, size: int = 256) -> np.ndarray:
         raise DataSourceError(
             f"image folder {str(folder)!r} holds no images: expected files ending in {', '.join(IMAGE_SUFFIXES)}."
         )
-    frames = []
-    for file in files:
-        try:
-            frames.append(_resize_square(io.imread(file), size))
-        except Exception as error:  # unreadable or truncated file: say which
-            raise DataSourceError(f"could not read image {str(file)!r}: {error}") from error
-    return np.stack(frames)
+    return np.stack([read_image(file, size) for file in files])
+
+
+def read_image(file: str | Path, size: int) -> np.ndarray:
+    """One image file, centre-cropped and resized to [size, size, 3]; DataSourceError if unreadable."""
+    from skimage import io
+
+    try:
+        return _resize_square(io.imread(file), size)
+    except Exception as error:  # unreadable or truncated file: say which
+        raise DataSourceError(f"could not read image {str(file)!r}: {error}") from error
 
 
 def folder_sequences(path: str | Path, size: int = 256, min_frames: int = 1) -> list[np.ndarray]:
@@ -80,6 +81,19 @@ def folder_sequences(path: str | Path, size: int = 256, min_frames: int = 1) -> 
     return clips
 
 
+def tfds_source(name: str, split: str = "train", data_dir: str | Path | None = None):
+    """Random access to a locally prepared TFDS dataset (``tfds.data_source``, no download)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as error:
+        raise DataSourceError(
+            f"TFDS dataset {name!r} (split {split!r}) is not prepared in data_dir={str(data_dir)!r}: build it first "
+            f"with `tfds build {name} --data_dir <dir> --file_format=array_record`. ({type(error).__name__}: {error})"
+        ) from error
+
+
 def tfds_images(
     name: str,
     split: str = "train",
@@ -95,15 +109,7 @@ def tfds_images(
     --file_format=array_record`` (the raw archives must already be in DIR/downloads/manual or
     downloadable from where it is built).
     """
-    import tensorflow_datasets as tfds
-
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as error:
-        raise DataSourceError(
-            f"TFDS dataset {name!r} (split {split!r}) is not prepared in data_dir={str(data_dir)!r}: build it first "
-            f"with `tfds build {name} --data_dir <dir> --file_format=array_record`. ({type(error).__name__}: {error})"
-        ) from error
+    source = tfds_source(name, split, data_dir)
     count = len(source) if max_examples is None else min(len(source), max_examples)
     frames = []
     for index in range(count):
@@ -112,15 +118,6 @@ def tfds_images(
             raise DataSourceError(f"TFDS examples of {name!r} have no {image_key!r} feature; keys: {sorted(example)}.")
         frames.append(_resize_square(example[image_key], size))
     return np.stack(frames)
-
-
-def _shift(image: np.ndarray, dy: float, dx: float, zoom: float = 1.0) -> np.ndarray:
-    """Resample [H, W, C] at (y, x) -> centre + zoom * (y, x - centre) + (dy, dx), edges clamped."""
-    h, w, _ = image.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    coords = [cy + zoom * (yy - cy) + dy, cx + zoom * (xx - cx) + dx]
-    return np.stack([ndimage.map_coordinates(image[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
 
 
 def embedded_clips(
@@ -132,39 +129,13 @@ def embedded_clips(
     max_object_px: float = 3.0,
     scenes: tuple[str, ...] = EMBEDDED_SCENES,
 ) -> np.ndarray:
-    """Clips [num_clips, num_frames, size, size, 3] from the embedded scenes, with motion.
+    """Clips [num_clips, num_frames, size, size, 3] from the embedded scenes, with synthetic
+    camera and object motion (see ``turbjax.data.clean.moving_clip``). Deterministic in ``seed``."""
+    from turbjax.data.clean import CleanClips
 
-    Camera motion: the view pans at a random velocity (up to ``max_camera_px`` px/frame) with a
-    slow random zoom (+-0.5% per frame). Object motion: an elliptical patch cut from another
-    scene crosses the view at up to ``max_object_px`` px/frame, composited with a soft edge.
-    Deterministic in ``seed``.
-    """
-    if num_clips < 1 or num_frames < 1:
-        raise ValueError(f"num_clips and num_frames must be >= 1; got {num_clips}, {num_frames}.")
-    rng = np.random.default_rng(seed)
-    margin = int(np.ceil(max_camera_px * num_frames)) + 4
-    base = {}
-    clips = np.empty((num_clips, num_frames, size, size, 3), np.float32)
-    yy, xx = np.mgrid[:size, :size].astype(np.float64)
-    for i in range(num_clips):
-        name = scenes[rng.integers(len(scenes))]
-        other = scenes[rng.integers(len(scenes))]
-        for scene in (name, other):
-            if scene not in base:
-                base[scene] = _resize_square(_load(scene), size + 2 * margin)
-        background = base[name]
-        camera = rng.uniform(-max_camera_px, max_camera_px, 2)
-        zoom_rate = rng.uniform(-0.005, 0.005)
-        obj_radius = rng.uniform(0.08, 0.2, 2) * size
-        obj_start = rng.uniform(0.2, 0.8, 2) * size
-        obj_velocity = rng.uniform(-max_object_px, max_object_px, 2)
-        sprite_origin = rng.uniform(0.2, 0.6, 2) * size
-        for t in range(num_frames):
-            view = _shift(background, camera[0] * t, camera[1] * t, zoom=1.0 + zoom_rate * t)
-            view = view[margin : margin + size, margin : margin + size]
-            centre = obj_start + obj_velocity * t
-            dist = ((yy - centre[0]) / obj_radius[0]) ** 2 + ((xx - centre[1]) / obj_radius[1]) ** 2
-            alpha = np.clip((1.0 - dist) * 4.0, 0.0, 1.0)[..., None]
-            sprite = _shift(base[other], sprite_origin[0] - centre[0] + margin, sprite_origin[1] - centre[1] + margin)
-            clips[i, t] = np.clip((1 - alpha) * view + alpha * sprite[:size, :size], 0.0, 1.0)
-    return clips
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be >= 1; got {num_clips}.")
+    clips = CleanClips(
+        "embedded", num_frames, size, seed, scenes=scenes, max_camera_px=max_camera_px, max_object_px=max_object_px
+    )
+    return clips.batch(range(num_clips))
