@@ -1,18 +1,31 @@
-"""Simulate turbulence: ``python -m experiments.simulate --config=experiments/configs/et_turb.py --workdir=DIR``."""
+"""Simulate turbulence: ``python -m experiments.simulate --config=experiments/configs/et_turb.py --workdir=DIR``.
+
+Figure variants write synthesis_grid.png, et_mtf.png and et_turb.json; dataset variants
+(``:dataset``, ``:dataset_small``, ``:dataset_full``) build the ET-Turb video dataset.
+"""
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from turbjax.data.builder import build_and_report
 from turbjax.demos import et_turb_figures
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Simulation config file (path[:variant]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for figures and JSON.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for figures, JSON and (by default) the dataset.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
-    report = et_turb_figures(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    if config.get("mode") == "dataset":
+        report = build_and_report(config.dataset, _WORKDIR.value)
+        print(
+            f"dataset {report['path']}: {report['splits']} in {report['build_seconds']:.1f} s, "
+            f"{report['size_bytes'] / 2**20:.1f} MiB ({report['bytes_per_example'] / 2**20:.2f} MiB/example)"
+        )
+        return
+    report = et_turb_figures(config, _WORKDIR.value)
     print(f"wrote synthesis_grid.png, et_mtf.png and et_turb.json ({len(report['draws'])} draws) to {_WORKDIR.value}")
 
 

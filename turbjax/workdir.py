@@ -49,3 +49,8 @@ def save_figure(path: str | os.PathLike, figure) -> Path:
         return _atomic(Path(path), lambda handle: figure.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
     finally:
         plt.close(figure)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Save arrays as an uncompressed .npz, atomically (a killed writer leaves no partial file)."""
+    return _atomic(Path(path), lambda handle: np.savez(handle, **arrays))
