@@ -4,6 +4,8 @@ Prints a table and writes ``DIR/benchmark_<name>.json``.
 """
 
 import platform
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,8 @@ from tqdm.auto import tqdm
 from experiments.baselines import numpy_et_turb
 from turbjax import benchmarking as B
 from turbjax import physics as P
-from turbjax.data import embedded_images
+from turbjax.data import build_dataset, dataset_dir, embedded_images, make_pipeline, open_split
+from turbjax.data.builder import directory_bytes
 from turbjax.demos import settings_from_config
 from turbjax.workdir import write_json
 
@@ -155,7 +158,55 @@ def video(config) -> dict:
     )
 
 
-BENCHMARKS = {"simulator": simulator, "video": video}
+def pipeline(config) -> dict:
+    """Dataset build time and size on disk, records/s through the grain read path, online samples/s."""
+    data_dir = Path(_WORKDIR.value) / "tfds"
+    dataset = config.pipeline.dataset
+    fresh = not (dataset_dir(dataset, data_dir) / "dataset_info.json").exists()
+    start = time.perf_counter()
+    path = build_dataset(dataset, data_dir)
+    build_s = time.perf_counter() - start
+    examples = dataset.num_train + dataset.num_test
+    size = directory_bytes(path)
+    source = open_split(path, "train")
+    order = np.random.default_rng(config.seed).permutation(len(source))
+    read_s = B.time_calls(lambda: [source[int(i)] for i in order], config.repeats, config.warmup)
+    records_config = config.pipeline.copy_and_resolve_references()
+    records_config.data_dir = str(data_dir)
+    batches = make_pipeline(records_config)
+    batch_s = B.time_calls(lambda: next(batches), config.repeats * 4, config.warmup)
+    online_config = records_config.copy_and_resolve_references()
+    online_config.mode = "online"
+    online = make_pipeline(online_config)
+    online_s = B.time_calls(lambda: next(online), config.repeats, config.warmup)
+    batch = records_config.batch_size
+    rows = [
+        dict(
+            path="records: random-access decode (tfds data source)", per_s=len(order) / B.median(read_s), unit="records"
+        ),
+        dict(path="records: grain pipeline (window, crop, batch)", per_s=batch / B.median(batch_s), unit="samples"),
+        dict(path="online: synthesize on device", per_s=batch / B.median(online_s), unit="samples"),
+    ]
+    print(B.format_table(rows, ("path", "per_s", "unit")))
+    build_note = f"{build_s:.1f} s" if fresh else "(already built; delete it to time the build)"
+    mib = size / 2**20
+    print(f"dataset {path}: {examples} clips, build {build_note}, {mib:.1f} MiB, {mib / examples:.2f} MiB/clip")
+    return dict(
+        dataset=str(path),
+        clips=examples,
+        clip=f"{dataset.video.num_frames}x{dataset.video.image_size}x{dataset.video.image_size}x3",
+        build_seconds=build_s if fresh else None,
+        size_bytes=size,
+        bytes_per_clip=size / examples,
+        records_per_s=len(order) / B.median(read_s),
+        pipeline_samples_per_s=batch / B.median(batch_s),
+        online_samples_per_s=batch / B.median(online_s),
+        batch=dict(size=batch, crop=records_config.crop_size, window=2 * records_config.half_window + 1),
+        devices=jax.local_device_count(),
+    )
+
+
+BENCHMARKS = {"simulator": simulator, "video": video, "pipeline": pipeline}
 
 
 def main(argv):

@@ -1,18 +1,19 @@
 """Benchmarks: ``python -m experiments.benchmark --config=experiments/configs/benchmark.py:simulator``.
 
 Variants: ``simulator`` (ET-Turb frames through synthesize_frame vs a NumPy/SciPy baseline),
-``video`` (frozen-flow clips through synthesize_video vs per-frame synthesis of the same frames).
+``video`` (frozen-flow clips through synthesize_video vs per-frame synthesis of the same frames),
+``pipeline`` (build the tiny dataset into DIR/tfds, its size on disk, records/s and samples/s).
 """
 
 import ml_collections
 
-from experiments.configs.et_turb import synthesis_settings
+from experiments.configs.et_turb import pipeline_config, synthesis_settings
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name = arg or "simulator"
-    if name not in ("simulator", "video"):
-        raise ValueError(f"benchmark.py variant must be 'simulator' or 'video'; got {name!r}.")
+    if name not in ("simulator", "video", "pipeline"):
+        raise ValueError(f"benchmark.py variant must be 'simulator', 'video' or 'pipeline'; got {name!r}.")
     config = ml_collections.ConfigDict()
     config.name = name
     config.seed = 0
@@ -29,4 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.fps = 30.0
         config.batch_size = 1  # clips per call
         config.repeats = 3
+    if name == "pipeline":
+        config.pipeline = pipeline_config("records", "dataset", batch_size=8, crop_size=64)
+        config.repeats = 5
     return config

@@ -16,6 +16,7 @@ shards can appear. Same config -> identical records, on any number of devices.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -205,7 +206,9 @@ def _features(spec: VideoSpec):
     )
 
 
+@functools.cache
 def _builder_class():
+    """The TFDS builder class, defined once (TFDS registers builder names globally)."""
     import tensorflow_datasets as tfds
 
     class EtTurbVideo(tfds.core.GeneratorBasedBuilder):

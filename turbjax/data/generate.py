@@ -11,6 +11,7 @@ number of examples (``per_device``), only the number of programs changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -142,12 +143,14 @@ def local_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(devices[:count]), ("data",))
 
 
+@functools.lru_cache(maxsize=16)
 def batch_synthesizer(spec: VideoSpec, mesh: jax.sharding.Mesh, quantize: bool = True) -> Callable:
     """``fn(keys [N, 2], clips [N, T, H, W, C]) -> dict`` jitted and sharded over ``mesh``.
 
     N must be a multiple of the mesh size; each device vmaps ``synthesize_example`` over its
     N / devices examples. With ``quantize`` images come back as uint8 (round(255 x)), the
-    storage format of the dataset; fields and parameters stay float32.
+    storage format of the dataset; fields and parameters stay float32. Cached: builds and
+    pipelines with the same spec and mesh share one compiled program.
     """
 
     def per_device(keys, clips):
