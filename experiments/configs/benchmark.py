@@ -29,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_frames = 16
         config.fps = 30.0
         config.batch_size = 1  # clips per call
+        config.slow_wind_speed = 0.5  # m/s: a second clip whose total drift is small
         config.repeats = 3
     if name == "pipeline":
         config.pipeline = pipeline_config("records", "dataset", batch_size=8, crop_size=64)
