@@ -3,6 +3,7 @@
 Prints a table and writes ``DIR/benchmark_<name>.json``.
 """
 
+import functools
 import platform
 import time
 from pathlib import Path
@@ -225,7 +226,39 @@ def pipeline(config) -> dict:
     )
 
 
-BENCHMARKS = {"simulator": simulator, "video": video, "pipeline": pipeline}
+def detector(config) -> dict:
+    """Parameters and forward ms/image of every detector variant (jitted, batch ``config.batch_size``)."""
+    from flax import nnx
+
+    from turbjax.models import Detector, count_parameters, detector_config
+    from turbjax.train.detector import _predict
+
+    images = jnp.asarray(embedded_images(config.image_size)[: config.batch_size])
+    rows = []
+    for variant in config.variants:
+        model = Detector(detector_config(variant, config.num_classes), rngs=nnx.Rngs(0))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        forward = functools.partial(_predict, graphdef, params, rest, images)
+        seconds = B.time_calls(forward, config.repeats, config.warmup)
+        rows.append(
+            dict(
+                variant=variant,
+                parameters_m=count_parameters(model) / 1e6,
+                ms_per_image=1e3 * B.median(seconds) / len(images),
+            )
+        )
+    print(B.format_table(rows, ("variant", "parameters_m", "ms_per_image")))
+    return dict(
+        rows=rows,
+        image=f"{config.image_size}x{config.image_size}x3",
+        batch=len(images),
+        num_classes=config.num_classes,
+        devices=jax.local_device_count(),
+        machine=platform.platform(),
+    )
+
+
+BENCHMARKS = {"simulator": simulator, "video": video, "pipeline": pipeline, "detector": detector}
 
 
 def main(argv):

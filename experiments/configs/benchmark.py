@@ -2,7 +2,8 @@
 
 Variants: ``simulator`` (ET-Turb frames through synthesize_frame vs a NumPy/SciPy baseline),
 ``video`` (frozen-flow clips through synthesize_video vs per-frame synthesis of the same frames),
-``pipeline`` (build the tiny dataset into DIR/tfds, its size on disk, records/s and samples/s).
+``pipeline`` (build the tiny dataset into DIR/tfds, its size on disk, records/s and samples/s),
+``detector`` (parameters and forward ms/image of the detector variants).
 """
 
 import ml_collections
@@ -12,8 +13,9 @@ from experiments.configs.et_turb import pipeline_config, synthesis_settings
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name = arg or "simulator"
-    if name not in ("simulator", "video", "pipeline"):
-        raise ValueError(f"benchmark.py variant must be 'simulator', 'video' or 'pipeline'; got {name!r}.")
+    names = ("simulator", "video", "pipeline", "detector")
+    if name not in names:
+        raise ValueError(f"benchmark.py variant must be one of {names}; got {name!r}.")
     config = ml_collections.ConfigDict()
     config.name = name
     config.seed = 0
@@ -33,5 +35,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.repeats = 3
     if name == "pipeline":
         config.pipeline = pipeline_config("records", "dataset", batch_size=8, crop_size=64)
+        config.repeats = 5
+    if name == "detector":
+        config.variants = ("tiny", "small", "medium", "large")
+        config.num_classes = 80
+        config.image_size = 256
+        config.batch_size = 8
         config.repeats = 5
     return config

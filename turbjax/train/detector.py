@@ -34,6 +34,8 @@ def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     weights: DetectionLossWeights = DetectionLossWeights(),
+    alpha: float = 0.25,
+    gamma: float = 2.0,
 ):
     """``step(state, batch) -> (state, metrics)``, jitted; batch: ``image`` [B,H,W,3] and DETR
     ``targets`` (``labels`` [B,M], ``boxes`` [B,M,4] normalised cxcywh, ``num_boxes`` [B]).
@@ -45,7 +47,7 @@ def make_train_step(
 
     def loss_fn(params, model_state, batch):
         output = apply_model(graphdef, params, model_state, batch["image"])
-        return detection_loss(output, batch["targets"], weights=weights)
+        return detection_loss(output, batch["targets"], weights=weights, alpha=alpha, gamma=gamma)
 
     @jax.jit
     def step(state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -103,9 +105,197 @@ def evaluate_detector(
     return {name: metrics[name] for name in ("map", "ap50", "ap75")}
 
 
-def build_detector(config, rngs_seed: int) -> Detector:
-    from turbjax.models import detector_config
+def _pad_boxes(boxes: list[np.ndarray], labels: list[np.ndarray], max_boxes: int) -> tuple[np.ndarray, ...]:
+    n = len(boxes)
+    out_boxes = np.zeros((n, max_boxes, 4), np.float32)
+    out_labels = np.zeros((n, max_boxes), np.int32)
+    counts = np.zeros((n,), np.int32)
+    for i, (b, lab) in enumerate(zip(boxes, labels, strict=True)):
+        m = min(len(b), max_boxes)
+        out_boxes[i, :m], out_labels[i, :m], counts[i] = b[:m], lab[:m], m
+    return out_boxes, out_labels, counts
 
-    return Detector(
-        detector_config(config.variant, config.num_classes, **dict(config.overrides)), rngs=nnx.Rngs(rngs_seed)
+
+def detection_split(config, split: str) -> dict:
+    """Images [N,S,S,3] and padded pixel boxes / labels / counts of one split of ``config.data``."""
+    data = config.data
+    if data.image_size % 32:
+        raise ValueError(f"data.image_size must be divisible by 32 (the detector's stride); got {data.image_size}.")
+    if data.input not in ("clean", "degraded"):
+        raise ValueError(f"data.input must be 'clean' or 'degraded'; got {data.input!r}.")
+    count = data.num_train if split == "train" else data.num_test
+    if data.source == "embedded":
+        from turbjax.data.detection_scenes import DETECTION_CLASSES, detection_dataset
+
+        scenes = detection_dataset(
+            count,
+            size=data.image_size,
+            num_frames=data.num_frames,
+            seed=config.seed,
+            split=split,
+            max_objects=data.max_objects,
+            degrade=data.input == "degraded",
+        )
+        images = scenes["clean"] if data.input == "clean" else scenes["degraded"][:, data.num_frames // 2]
+        boxes = [scenes["boxes"][i, : scenes["num_boxes"][i]] for i in range(count)]
+        labels = [scenes["labels"][i, : scenes["num_boxes"][i]] for i in range(count)]
+        names = tuple(DETECTION_CLASSES)
+    elif data.source == "coco":
+        from turbjax.data.coco import coco_detection
+
+        if data.input != "clean":
+            raise ValueError("data.input='degraded' needs the embedded source (COCO images are degraded per clip).")
+        coco = coco_detection(
+            data.coco_root,
+            data.coco_train_split if split == "train" else data.coco_test_split,
+            image_size=data.image_size,
+            max_boxes=data.max_boxes,
+        )
+        examples = [coco[i] for i in range(min(count, len(coco)))]
+        images = np.stack([e["image"] for e in examples])
+        boxes = [e["boxes"][~e["iscrowd"]] for e in examples]
+        labels = [e["labels"][~e["iscrowd"]] for e in examples]
+        names = tuple(coco.category_names)
+    else:
+        raise ValueError(f"data.source must be 'embedded' or 'coco'; got {data.source!r}.")
+    padded, padded_labels, counts = _pad_boxes(boxes, labels, data.max_boxes)
+    return dict(
+        images=np.asarray(images, np.float32), boxes=padded, labels=padded_labels, num_boxes=counts, class_names=names
     )
+
+
+def _targets(boxes: np.ndarray, labels: np.ndarray, counts: np.ndarray, size: int) -> dict:
+    """Pixel xyxy -> normalised cxcywh DETR targets."""
+    xyxy = boxes / np.float32(size)
+    cxcywh = np.concatenate([(xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]], -1)
+    return {"labels": labels, "boxes": cxcywh.astype(np.float32), "num_boxes": counts}
+
+
+def detector_batches(split: dict, batch_size: int, seed: int, flip: bool):
+    """``batches(step)`` for run_training: epoch e is a permutation drawn from (seed, e); batch i
+    of it depends only on (seed, step), so a resumed run reads the same batches."""
+    n, size = len(split["images"]), split["images"].shape[1]
+    if batch_size > n:
+        raise ValueError(f"train.batch_size ({batch_size}) must not exceed the training examples ({n}).")
+    per_epoch = n // batch_size
+
+    def batches(start: int):
+        step = start
+        while True:
+            epoch, i = divmod(step, per_epoch)
+            order = np.random.default_rng((seed, epoch)).permutation(n)[i * batch_size : (i + 1) * batch_size]
+            images, boxes = split["images"][order], split["boxes"][order].copy()
+            if flip:
+                mirror = np.random.default_rng((seed, epoch, i, 1)).uniform(size=batch_size) < 0.5
+                images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+                x0 = np.where(mirror[:, None], size - boxes[..., 2], boxes[..., 0])
+                x1 = np.where(mirror[:, None], size - boxes[..., 0], boxes[..., 2])
+                boxes[..., 0], boxes[..., 2] = x0, x1
+            yield {"image": images, "targets": _targets(boxes, split["labels"][order], split["num_boxes"][order], size)}
+            step += 1
+
+    return batches
+
+
+def ground_truth(split: dict) -> list[dict]:
+    return [
+        {"boxes": split["boxes"][i, : split["num_boxes"][i]], "labels": split["labels"][i, : split["num_boxes"][i]]}
+        for i in range(len(split["images"]))
+    ]
+
+
+def train_detector(config, workdir) -> dict:
+    """Train a detector on ``config.data`` and evaluate COCO mAP on its test split.
+
+    Writes WORKDIR/history.json, checkpoints (resumed when re-run), results.json and
+    detections.png (test images with ground truth and predictions).
+    """
+    from pathlib import Path
+
+    from turbjax.models import count_parameters, detector_config
+    from turbjax.train.loop import run_training
+    from turbjax.train.optim import make_optimizer
+    from turbjax.train.sharding import data_mesh, replicate, shard_batch
+    from turbjax.workdir import write_json
+
+    workdir = Path(workdir)
+    mesh = data_mesh()
+    if config.train.batch_size % mesh.size:
+        raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by {mesh.size} devices.")
+    train, test = detection_split(config, "train"), detection_split(config, "test")
+    num_classes = config.model.num_classes or len(train["class_names"])
+    model = Detector(
+        detector_config(config.model.variant, num_classes, **dict(config.model.overrides)), rngs=nnx.Rngs(config.seed)
+    )
+    tx = make_optimizer(config.optim, config.train.num_steps)
+    graphdef, state = init_state(model, tx)
+    loss = config.loss
+    weights = DetectionLossWeights(
+        labels=loss.labels,
+        l1=loss.l1,
+        giou=loss.giou,
+        cost_class=loss.cost_class,
+        cost_l1=loss.cost_l1,
+        cost_giou=loss.cost_giou,
+    )
+    step = make_train_step(graphdef, tx, weights, loss.alpha, loss.gamma)
+    host_batches = detector_batches(train, config.train.batch_size, config.seed, config.train.flip)
+
+    def batches(start):
+        for batch in host_batches(start):
+            yield shard_batch(batch, mesh)
+
+    gt = ground_truth(test)
+
+    def evaluate_state(state):
+        return evaluate_detector(graphdef, state, test["images"], gt, top_k=config.train.top_k)
+
+    state, history = run_training(
+        workdir=workdir,
+        state=replicate(state, mesh),
+        train_step=step,
+        batches=batches,
+        num_steps=config.train.num_steps,
+        log_every=config.train.log_every,
+        eval_every=config.train.eval_every,
+        evaluate=evaluate_state,
+        checkpoint_every=config.train.checkpoint_every,
+    )
+    final = history["eval"][-1]
+    results = {
+        "variant": config.model.variant,
+        "parameters": count_parameters(model),
+        "num_classes": num_classes,
+        "input": config.data.input,
+        "steps": int(state.step),
+        "train_seconds": history["train"][-1]["seconds"] if history["train"] else None,
+        **{name: final[name] for name in ("map", "ap50", "ap75")},
+    }
+    write_json(workdir / "results.json", results)
+    _detections_figure(graphdef, state, test, workdir / "detections.png")
+    return results
+
+
+def _detections_figure(graphdef, state, split: dict, path, count: int = 6, threshold: float = 0.3) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from turbjax.workdir import save_figure
+
+    images = split["images"][:count]
+    output = _predict(graphdef, state.params, state.model_state, jnp.asarray(images))
+    found = to_detections(output, images.shape[1:3], top_k=20)
+    figure, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.8))
+    for i, axis in enumerate(np.atleast_1d(axes)):
+        axis.imshow(images[i])
+        for box in split["boxes"][i, : split["num_boxes"][i]]:
+            axis.add_patch(plt.Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="lime", lw=1))
+        for box, score, label in zip(found[i]["boxes"], found[i]["scores"], found[i]["labels"], strict=True):
+            if score >= threshold:
+                axis.add_patch(plt.Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="red", lw=1, ls="--"))
+                axis.text(box[0], box[1], f"{split['class_names'][label]} {score:.2f}", color="red", fontsize=6)
+        axis.set_axis_off()
+    figure.suptitle("test detections (green: ground truth, red: predicted, score >= 0.3)")
+    save_figure(path, figure)
