@@ -48,10 +48,11 @@ Both take an image [H, W] or [H, W, C] (C = 1, 3 or 4; a 4th, alpha channel is d
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage, special
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -103,7 +104,7 @@ def _moment_ratio(shape: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- input handling
 
 
-def _check_image(image, name: str = "image") -> np.ndarray:
+def _check_image(image: ArrayLike, name: str = "image") -> np.ndarray:
     """A float64 image [H, W] or [H, W, 3] in [0, 1] (C = 1 squeezed, a 4th alpha channel dropped)."""
     array = np.asarray(image)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
@@ -116,6 +117,8 @@ def _check_image(image, name: str = "image") -> np.ndarray:
         array = array[..., 0] if array.shape[-1] == 1 else array[..., :3]
     elif array.ndim != 2:
         raise ValueError(f"{name} must be [H, W] or [H, W, C] with C in (1, 3, 4); got shape {array.shape}.")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}).")
     array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite; it holds NaN or inf.")
@@ -125,7 +128,7 @@ def _check_image(image, name: str = "image") -> np.ndarray:
     return np.clip(array, 0.0, 1.0)
 
 
-def niqe_luminance(image) -> np.ndarray:
+def niqe_luminance(image: ArrayLike) -> np.ndarray:
     """NIQE's luminance [H, W] on the 0-255 scale, before cropping and rounding.
 
     RGB -> BT.601 Y (``16 + 65.481 R + 128.553 G + 24.966 B``, 16..235), as basicsr's NIQE converts with
@@ -137,20 +140,20 @@ def niqe_luminance(image) -> np.ndarray:
     return 255.0 * array
 
 
-def brisque_luminance(image) -> np.ndarray:
+def brisque_luminance(image: ArrayLike) -> np.ndarray:
     """BRISQUE's luminance [H, W] in [0, 1]: ``skimage.color.rgb2gray`` weights for RGB, a gray image as is."""
     array = _check_image(image)
     return array @ _GRAY_WEIGHTS if array.ndim == 3 else array
 
 
-def _stack(images) -> list:
+def _stack(images: ArrayLike | Sequence[ArrayLike]) -> list:
     """Images of a batch: the leading axis of an array, or the items of a list (sizes may differ)."""
-    if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, Sequence):
-        array = np.asarray(images)
-        if array.ndim not in (3, 4):
-            raise ValueError(f"images must be [B, H, W] or [B, H, W, C] (or a list of images); got {array.shape}.")
-        return list(array)
-    return list(images)
+    if isinstance(images, Sequence):
+        return list(images)
+    array = np.asarray(images)  # NumPy, JAX or any array-like stack
+    if array.ndim not in (3, 4):
+        raise ValueError(f"images must be [B, H, W] or [B, H, W, C] (or a list of images); got {array.shape}.")
+    return list(array)
 
 
 # ----------------------------------------------------------------------------------------------- shared statistics
@@ -187,7 +190,9 @@ def _generalized_ratio(x: np.ndarray, left_ms: np.ndarray, right_ms: np.ndarray)
         return r * (g**3 + 1.0) * (g + 1.0) / (g**2 + 1.0) ** 2
 
 
-def _resample_matrix(n_in: int, n_out: int, positions: np.ndarray, taps: np.ndarray, weights: np.ndarray, edge: str):
+def _resample_matrix(
+    n_in: int, n_out: int, positions: np.ndarray, taps: np.ndarray, weights: np.ndarray, edge: str
+) -> np.ndarray:
     """A [n_out, n_in] matrix from tap indices [n_out, K] and weights, folding out-of-range taps by ``edge``."""
     if edge == "symmetric":  # mirror including the edge pixel: -1 -> 0, n -> n - 1
         taps = np.where(taps < 0, -taps - 1, taps)
@@ -222,7 +227,7 @@ def _matlab_half_matrix(n_in: int) -> np.ndarray:
 
 @functools.cache
 def _opencv_half_matrix(n_in: int) -> np.ndarray:
-    """OpenCV ``resize(x, fx=0.5, INTER_CUBIC)`` along one axis: Keys cubic a = -0.75, no antialiasing, edges replicated.
+    """OpenCV ``resize(x, fx=0.5, INTER_CUBIC)`` along one axis: Keys cubic a = -0.75, no antialias, edges replicated.
 
     The output length is ``round(n_in / 2)`` (half to even, OpenCV's ``cvRound``); output pixel k samples input
     coordinate ``(k + 0.5) * 2 - 0.5`` from the 4 nearest pixels.
@@ -240,7 +245,8 @@ def _opencv_half_matrix(n_in: int) -> np.ndarray:
     return _resample_matrix(n_in, n_out, np.arange(n_out), taps, weights, "replicate")
 
 
-def _halve(image: np.ndarray, matrix) -> np.ndarray:
+def _halve(image: np.ndarray, matrix: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Resample both axes of ``image`` by the [n_out, n_in] matrices ``matrix(n_in)``."""
     return matrix(image.shape[0]) @ image @ matrix(image.shape[1]).T
 
 
@@ -274,7 +280,7 @@ def _niqe_block_features(mscn: np.ndarray, block: int) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def niqe_features(image, crop_border: int = 0) -> np.ndarray:
+def niqe_features(image: ArrayLike, crop_border: int = 0) -> np.ndarray:
     """NIQE's per-block features [N, 36] (18 at full and 18 at half resolution) of one image; see the module doc."""
     if isinstance(crop_border, bool) or not isinstance(crop_border, (int, np.integer)) or crop_border < 0:
         raise ValueError(f"crop_border must be a non-negative integer; got {crop_border!r}.")
@@ -296,7 +302,7 @@ def niqe_features(image, crop_border: int = 0) -> np.ndarray:
     return np.concatenate([full, half], axis=1)
 
 
-def niqe(image, crop_border: int = 0) -> float:
+def niqe(image: ArrayLike, crop_border: int = 0) -> float:
     """NIQE of one image [H, W] or [H, W, C] in [0, 1] (lower is better; basicsr-compatible, see the module doc).
 
     ``crop_border`` pixels are ignored on every side (basicsr's argument, e.g. the scale factor in super-resolution).
@@ -313,7 +319,7 @@ def niqe(image, crop_border: int = 0) -> float:
     return float(np.sqrt(distance))
 
 
-def niqe_batch(images, crop_border: int = 0) -> np.ndarray:
+def niqe_batch(images: ArrayLike | Sequence[ArrayLike], crop_border: int = 0) -> np.ndarray:
     """NIQE [B] of a stack [B, H, W(, C)] or a list of images (any sizes), each as ``niqe``."""
     return np.array([niqe(image, crop_border) for image in _stack(images)], np.float64)
 
@@ -349,10 +355,10 @@ def _brisque_scale_features(gray: np.ndarray) -> np.ndarray:
         m[1:, :-1] * m[:-1, 1:],  # secondary diagonal
     )
     moments = [_side_moments(x.reshape(1, -1), right_includes_zero=True) for x in arrays]
-    rho = np.concatenate([_generalized_ratio(x.reshape(1, -1), *lr) for x, lr in zip(arrays, moments)])
+    rho = np.concatenate([_generalized_ratio(x.reshape(1, -1), *lr) for x, lr in zip(arrays, moments, strict=True)])
     shapes = _aggd_shape(rho)  # one vectorised solve for the five fits
     features = []
-    for k, (alpha, (left_ms, right_ms)) in enumerate(zip(shapes, moments)):
+    for k, (alpha, (left_ms, right_ms)) in enumerate(zip(shapes, moments, strict=True)):
         left_ms, right_ms = left_ms[0], right_ms[0]
         if k == 0:
             features += [alpha, (left_ms + right_ms) / 2.0]
@@ -364,16 +370,17 @@ def _brisque_scale_features(gray: np.ndarray) -> np.ndarray:
     return np.array(features)
 
 
-def brisque_features(image) -> np.ndarray:
+def brisque_features(image: ArrayLike) -> np.ndarray:
     """BRISQUE's 36 unscaled features (18 at full, 18 at half resolution) of one image; see the module doc."""
     gray = brisque_luminance(image)
     if min(gray.shape) < BRISQUE_MIN_SIZE:
-        raise ValueError(f"image must be at least {BRISQUE_MIN_SIZE}x{BRISQUE_MIN_SIZE} px for BRISQUE; got {gray.shape}.")
+        h, w = gray.shape
+        raise ValueError(f"image must be at least {BRISQUE_MIN_SIZE}x{BRISQUE_MIN_SIZE} px for BRISQUE; got {h}x{w}.")
     half = _halve(gray, _opencv_half_matrix)
     return np.concatenate([_brisque_scale_features(gray), _brisque_scale_features(half)])
 
 
-def brisque_from_features(features: np.ndarray) -> np.ndarray:
+def brisque_from_features(features: ArrayLike) -> np.ndarray:
     """SVR scores [B] of unscaled BRISQUE features [B, 36] (or [36] -> a 0-d array)."""
     model = _brisque_model()
     x = np.asarray(features, np.float64)
@@ -383,12 +390,12 @@ def brisque_from_features(features: np.ndarray) -> np.ndarray:
     return np.exp(-model["gamma"] * sq_dist) @ model["dual_coef"] - model["rho"]
 
 
-def brisque(image) -> float:
+def brisque(image: ArrayLike) -> float:
     """BRISQUE of one image [H, W] or [H, W, C] in [0, 1] (lower is better; ``brisque`` 0.2.0-compatible)."""
     return float(brisque_from_features(brisque_features(image)))
 
 
-def brisque_batch(images) -> np.ndarray:
+def brisque_batch(images: ArrayLike | Sequence[ArrayLike]) -> np.ndarray:
     """BRISQUE [B] of a stack [B, H, W(, C)] or a list of images (any sizes), each as ``brisque``."""
     items = _stack(images)
     if not items:
