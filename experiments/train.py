@@ -3,7 +3,7 @@
 Re-running with the same workdir resumes from the latest checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (path[:variant]).")
@@ -13,6 +13,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
     config = _CONFIG.value
     if config.task == "detector":
         from turbjax.train.detector import train_detector

@@ -8,8 +8,9 @@ from flax import nnx
 
 from turbjax.models import Detector, detector_config
 from turbjax.train import data_mesh, replicate, shard_batch
-from turbjax.train.detector import init_state, make_train_step, to_detections
+from turbjax.train.detector import make_train_step, to_detections
 from turbjax.train.optim import make_optimizer
+from turbjax.train.steps import init_state
 
 MICRO = dict(num_queries=8, widths=(8, 8, 16, 16), hidden_dim=16, ffn_dim=32, num_decoder_layers=2, num_heads=2)
 

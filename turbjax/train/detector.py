@@ -15,19 +15,7 @@ from turbjax.losses import DetectionLossWeights, cxcywh_to_xyxy, detection_loss
 from turbjax.metrics.detection import evaluate
 from turbjax.models import Detector, DetectorOutput
 from turbjax.train.loop import TrainState
-
-
-def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
-    """Split ``model`` into its static graph and a TrainState (parameters, other state, optimizer)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, model_state=rest, opt_state=tx.init(params)
-    )
-
-
-def apply_model(graphdef: nnx.GraphDef, params, model_state, *inputs):
-    """Run the module described by (graphdef, params, model_state) on ``inputs`` (a pure function)."""
-    return nnx.merge(graphdef, params, model_state)(*inputs)
+from turbjax.train.steps import epoch_batches, init_state, make_step
 
 
 def make_train_step(
@@ -36,6 +24,7 @@ def make_train_step(
     weights: DetectionLossWeights = DetectionLossWeights(),
     alpha: float = 0.25,
     gamma: float = 2.0,
+    seed: int = 0,
 ):
     """``step(state, batch) -> (state, metrics)``, jitted; batch: ``image`` [B,H,W,3] and DETR
     ``targets`` (``labels`` [B,M], ``boxes`` [B,M,4] normalised cxcywh, ``num_boxes`` [B]).
@@ -45,25 +34,15 @@ def make_train_step(
     same update as one device.
     """
 
-    def loss_fn(params, model_state, batch):
-        output = apply_model(graphdef, params, model_state, batch["image"])
-        return detection_loss(output, batch["targets"], weights=weights, alpha=alpha, gamma=gamma)
+    def loss_fn(module, batch, key):
+        return detection_loss(module(batch["image"]), batch["targets"], weights=weights, alpha=alpha, gamma=gamma)
 
-    @jax.jit
-    def step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.model_state, batch)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {name: terms[name] for name in ("loss", "loss_labels", "loss_l1", "loss_giou")}
-        metrics["grad_norm"] = optax.global_norm(grads)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    return step
+    return make_step(graphdef, tx, loss_fn, seed=seed, log=("loss_labels", "loss_l1", "loss_giou"))
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _predict(graphdef, params, model_state, images) -> DetectorOutput:
-    return apply_model(graphdef, params, model_state, images)
+    return nnx.merge(graphdef, params, model_state)(images)
 
 
 def to_detections(output: DetectorOutput, image_hw: tuple[int, int], top_k: int = 100) -> list[dict]:
@@ -135,6 +114,7 @@ def detection_split(config, split: str) -> dict:
             split=split,
             max_objects=data.max_objects,
             degrade=data.input == "degraded",
+            progress=True,
         )
         images = scenes["clean"] if data.input == "clean" else scenes["degraded"][:, data.num_frames // 2]
         boxes = [scenes["boxes"][i, : scenes["num_boxes"][i]] for i in range(count)]
@@ -164,37 +144,14 @@ def detection_split(config, split: str) -> dict:
     )
 
 
-def _targets(boxes: np.ndarray, labels: np.ndarray, counts: np.ndarray, size: int) -> dict:
-    """Pixel xyxy -> normalised cxcywh DETR targets."""
-    xyxy = boxes / np.float32(size)
+def detr_targets(batch: dict, size: int) -> dict:
+    """Pixel xyxy ``boxes`` / ``labels`` / ``num_boxes`` of a batch -> its DETR ``targets``
+    (normalised cxcywh), in place."""
+    xyxy = batch.pop("boxes") / np.float32(size)
     cxcywh = np.concatenate([(xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]], -1)
-    return {"labels": labels, "boxes": cxcywh.astype(np.float32), "num_boxes": counts}
-
-
-def detector_batches(split: dict, batch_size: int, seed: int, flip: bool):
-    """``batches(step)`` for run_training: epoch e is a permutation drawn from (seed, e); batch i
-    of it depends only on (seed, step), so a resumed run reads the same batches."""
-    n, size = len(split["images"]), split["images"].shape[1]
-    if batch_size > n:
-        raise ValueError(f"train.batch_size ({batch_size}) must not exceed the training examples ({n}).")
-    per_epoch = n // batch_size
-
-    def batches(start: int):
-        step = start
-        while True:
-            epoch, i = divmod(step, per_epoch)
-            order = np.random.default_rng((seed, epoch)).permutation(n)[i * batch_size : (i + 1) * batch_size]
-            images, boxes = split["images"][order], split["boxes"][order].copy()
-            if flip:
-                mirror = np.random.default_rng((seed, epoch, i, 1)).uniform(size=batch_size) < 0.5
-                images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
-                x0 = np.where(mirror[:, None], size - boxes[..., 2], boxes[..., 0])
-                x1 = np.where(mirror[:, None], size - boxes[..., 0], boxes[..., 2])
-                boxes[..., 0], boxes[..., 2] = x0, x1
-            yield {"image": images, "targets": _targets(boxes, split["labels"][order], split["num_boxes"][order], size)}
-            step += 1
-
-    return batches
+    labels, counts = batch.pop("labels"), batch.pop("num_boxes")
+    batch["targets"] = {"labels": labels, "boxes": cxcywh.astype(np.float32), "num_boxes": counts}
+    return batch
 
 
 def ground_truth(split: dict) -> list[dict]:
@@ -238,8 +195,12 @@ def train_detector(config, workdir) -> dict:
         cost_l1=loss.cost_l1,
         cost_giou=loss.cost_giou,
     )
-    step = make_train_step(graphdef, tx, weights, loss.alpha, loss.gamma)
-    host_batches = detector_batches(train, config.train.batch_size, config.seed, config.train.flip)
+    step = make_train_step(graphdef, tx, weights, loss.alpha, loss.gamma, seed=config.seed)
+    arrays = {"image": train["images"], **{k: train[k] for k in ("boxes", "labels", "num_boxes")}}
+    size = config.data.image_size
+    host_batches = epoch_batches(
+        arrays, config.train.batch_size, config.seed, flip=config.train.flip, transform=lambda b: detr_targets(b, size)
+    )
 
     def batches(start):
         for batch in host_batches(start):
