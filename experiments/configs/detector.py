@@ -38,7 +38,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(learning_rate=1e-3 if tiny else 4e-4, warmup_steps=100, weight_decay=1e-4, clip_norm=0.1)
     )
     config.loss = ml_collections.ConfigDict(
-        dict(labels=1.0, l1=5.0, giou=2.0, cost_class=2.0, cost_l1=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0)
+        dict(
+            labels=1.0,
+            l1=5.0,
+            giou=2.0,
+            cost_class=2.0,
+            cost_l1=5.0,
+            cost_giou=2.0,
+            alpha=0.25,
+            gamma=2.0,
+            classification="iou_aware",  # the seed's eq. 2; 'focal' for the Deformable-DETR term
+        )
     )
     config.train = ml_collections.ConfigDict(
         dict(

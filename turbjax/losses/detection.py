@@ -104,6 +104,7 @@ def _single_layer_terms(
     weights: DetectionLossWeights,
     alpha: float,
     gamma: float,
+    classification: str = "iou_aware",
 ) -> dict[str, jnp.ndarray]:
     """Unweighted, normalised ``labels``, ``l1`` and ``giou`` terms of one decoder layer."""
     batch, num_queries, num_classes = logits.shape
@@ -141,9 +142,13 @@ def _single_layer_terms(
     log_p = jax.nn.log_sigmoid(logits)
     log_not_p = jax.nn.log_sigmoid(-logits)
     p_gamma = jnp.exp(gamma * log_p)  # p^gamma, gradient-safe at p -> 0
-    weight_pos = soft_target  # t on positives, 0 elsewhere
-    weight_neg = positive * (1.0 - soft_target) + (1.0 - positive) * p_gamma
-    bce = -(weight_pos * log_p + weight_neg * log_not_p)
+    if classification == "focal":  # sigmoid focal loss (Lin et al.) with hard 0/1 targets, for comparison
+        p_off_gamma = jnp.exp(gamma * log_not_p)  # (1 - p)^gamma
+        bce = -(positive * alpha * p_off_gamma * log_p + (1.0 - positive) * (1.0 - alpha) * p_gamma * log_not_p)
+    else:
+        weight_pos = soft_target  # t on positives, 0 elsewhere
+        weight_neg = positive * (1.0 - soft_target) + (1.0 - positive) * p_gamma
+        bce = -(weight_pos * log_p + weight_neg * log_not_p)
     labels_term = jnp.sum(bce) / normaliser
     return {"labels": labels_term, "l1": l1, "giou": giou}
 
@@ -155,6 +160,7 @@ def detection_loss(
     weights: DetectionLossWeights = DetectionLossWeights(),
     alpha: float = 0.25,
     gamma: float = 2.0,
+    classification: str = "iou_aware",
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """JDATT detection loss (matched L1 + GIoU + IoU-aware BCE), summed over final and auxiliary layers.
 
@@ -169,12 +175,16 @@ def detection_loss(
       alpha: exponent of p in the IoU-aware target ``t = p^alpha IoU^(1-alpha)`` (paper: 0.25); also the
         focal alpha of the matching class cost.
       gamma: exponent of the negative weight ``p^gamma`` (paper: 2); also the focal gamma of the matcher.
+      classification: 'iou_aware' (the seed's eq. 2, default) or 'focal' (sigmoid focal loss with hard
+        targets, the Deformable-DETR classification term) for ablations.
 
     Returns:
       ``(loss, terms)``: the scalar total, and a dict of the unweighted normalised terms
       ``loss_labels``, ``loss_l1``, ``loss_giou`` for the final layer, ``loss_labels_aux{i}`` etc. for
       auxiliary layer i, ``num_boxes`` (the normaliser) and ``loss`` (the total again, for logging).
     """
+    if classification not in ("iou_aware", "focal"):
+        raise ValueError(f"classification must be 'iou_aware' or 'focal'; got {classification!r}.")
     target_boxes = jnp.asarray(targets["boxes"])
     labels = jnp.asarray(targets["labels"]).astype(jnp.int32)
     num_max = labels.shape[1]
@@ -189,7 +199,9 @@ def detection_loss(
     normaliser = jnp.maximum(jnp.sum(num_boxes), 1).astype(jnp.float32)
 
     def layer_terms(logits: jnp.ndarray, boxes: jnp.ndarray) -> dict[str, jnp.ndarray]:
-        return _single_layer_terms(logits, boxes, labels, target_boxes, num_boxes, normaliser, weights, alpha, gamma)
+        return _single_layer_terms(
+            logits, boxes, labels, target_boxes, num_boxes, normaliser, weights, alpha, gamma, classification
+        )
 
     if len({(lg.shape, bx.shape) for lg, bx in layers}) == 1:
         # Same shapes in every layer (the usual case): one vmapped matcher instead of one per layer, so the

@@ -1,7 +1,6 @@
-"""Flax NNX networks: shared blocks (``layers``) and the DETR-style detector (``detector``).
-
-Restorers and the TMTS network will live next to them and reuse ``layers``.
-"""
+"""Flax NNX networks: shared blocks (``layers``), the DETR-style detector (``detector``), the JDATT
+restorers with their Mamba blocks (``restorers``, ``mamba``) and the distillation heads / student
+bundle (``distill_heads``, ``jdatt``)."""
 
 from turbjax.models.detector import (
     FEATURE_NAMES,
@@ -12,6 +11,7 @@ from turbjax.models.detector import (
     count_parameters,
     detector_config,
 )
+from turbjax.models.restorers import Restorer, RestorerConfig, RestorerOutput, restorer_config
 
 __all__ = [
     "FEATURE_NAMES",
@@ -19,6 +19,10 @@ __all__ = [
     "Detector",
     "DetectorConfig",
     "DetectorOutput",
+    "Restorer",
+    "RestorerConfig",
+    "RestorerOutput",
     "count_parameters",
     "detector_config",
+    "restorer_config",
 ]

@@ -25,6 +25,7 @@ def make_train_step(
     alpha: float = 0.25,
     gamma: float = 2.0,
     seed: int = 0,
+    classification: str = "iou_aware",
 ):
     """``step(state, batch) -> (state, metrics)``, jitted; batch: ``image`` [B,H,W,3] and DETR
     ``targets`` (``labels`` [B,M], ``boxes`` [B,M,4] normalised cxcywh, ``num_boxes`` [B]).
@@ -35,7 +36,10 @@ def make_train_step(
     """
 
     def loss_fn(module, batch, key):
-        return detection_loss(module(batch["image"]), batch["targets"], weights=weights, alpha=alpha, gamma=gamma)
+        output = module(batch["image"])
+        return detection_loss(
+            output, batch["targets"], weights=weights, alpha=alpha, gamma=gamma, classification=classification
+        )
 
     return make_step(graphdef, tx, loss_fn, seed=seed, log=("loss_labels", "loss_l1", "loss_giou"))
 
@@ -195,7 +199,9 @@ def train_detector(config, workdir) -> dict:
         cost_l1=loss.cost_l1,
         cost_giou=loss.cost_giou,
     )
-    step = make_train_step(graphdef, tx, weights, loss.alpha, loss.gamma, seed=config.seed)
+    step = make_train_step(
+        graphdef, tx, weights, loss.alpha, loss.gamma, seed=config.seed, classification=loss.classification
+    )
     arrays = {"image": train["images"], **{k: train[k] for k in ("boxes", "labels", "num_boxes")}}
     size = config.data.image_size
     host_batches = epoch_batches(

@@ -157,7 +157,7 @@ def run_jdatt(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     steps = config.train.steps
 
     def restorer(name):
-        return Restorer(restorer_config(name, num_frames=frames), rngs=rngs)
+        return Restorer(restorer_config(name, num_frames=frames, **dict(config.restorer_overrides)), rngs=rngs)
 
     def detector(name):
         return Detector(detector_config(name, num_classes, **dict(config.detector_overrides)), rngs=rngs)
