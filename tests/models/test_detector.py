@@ -84,7 +84,7 @@ def _check_output(out: DetectorOutput, name: str, batch: int, height: int, width
     assert len(out.aux) == cfg.num_decoder_layers - 1
     for logits, boxes in out.aux:
         assert logits.shape == (batch, q, k) and boxes.shape == (batch, q, 4)
-    assert set(out.features) == set(FEATURE_NAMES)
+    assert set(out.features) == set(FEATURE_NAMES) | ({"fused8"} if cfg.stride8_memory else set())
     expected = {f"stage{i + 1}": (batch, height >> (i + 2), width >> (i + 2), w) for i, w in enumerate(cfg.widths)}
     expected.update(
         neck=(batch, height // 32, width // 32, d),
@@ -92,6 +92,8 @@ def _check_output(out: DetectorOutput, name: str, batch: int, height: int, width
         fused=(batch, height // 16, width // 16, d),
         decoder=(batch, q, d),
     )
+    if cfg.stride8_memory:
+        expected["fused8"] = (batch, height // 8, width // 8, d)
     assert {key: tuple(v.shape) for key, v in out.features.items()} == expected
 
 

@@ -167,9 +167,7 @@ class CleanClips:
         count = self._stills.count
         background = self._stills.get(int(rng.integers(count)))
         sprite = self._stills.get(int(rng.integers(count)))
-        return moving_clip(
-            rng, background, sprite, self.num_frames, self.size, self.max_camera_px, self.max_object_px
-        )
+        return moving_clip(rng, background, sprite, self.num_frames, self.size, self.max_camera_px, self.max_object_px)
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Clips [len(indices), T, size, size, 3]."""

@@ -7,9 +7,11 @@ Architecture (``Detector``)::
       -> neck: 1x1 conv+GroupNorm of stage4 -> hidden_dim                        "neck"     [B,H/32,W/32,D]
       -> transformer encoder over the stride-32 tokens (sine positions)         "encoder"  [B,H/32,W/32,D]
       -> top-down fusion: 1x1 proj(stage3) + 2x upsample(encoder), 3x3 conv     "fused"    [B,H/16,W/16,D]
-      -> memory = stride-32 and stride-16 tokens (+ level embedding), LayerNorm
-      -> decoder: num_queries learned queries, num_decoder_layers pre-norm layers  "decoder" [B,Q,D]
-      -> shared heads after every decoder layer: class logits [B,Q,K], boxes [B,Q,4]
+      -> (tiny) 1x1 proj(stage2) + 2x upsample(fused), 3x3 conv                 "fused8"   [B,H/8,W/8,D]
+      -> memory = stride-32, stride-16 (and stride-8) tokens (+ level embedding), LayerNorm
+      -> decoder: num_queries queries anchored at their current box centre, num_decoder_layers
+         pre-norm layers                                                        "decoder"  [B,Q,D]
+      -> shared heads after every decoder layer: class logits [B,Q,K], boxes [B,Q,4] refined layer by layer
 
 Why these choices:
 
@@ -25,6 +27,11 @@ Why these choices:
   a learned reference point ``ref`` per query and a zero-initialised last box layer, so at initialisation
   queries are spread over the image (box 0.5 x 0.5 at ``ref``) instead of collapsing at the centre; this is
   the Deformable-DETR trick that speeds up early training considerably.
+* Anchored queries (``anchored_queries``, default): each layer's query position embedding is an MLP of
+  the sine embedding of the current box centre, in the same coordinates as the memory's positions, so
+  cross-attention looks near the box from the first step (DAB-DETR), and each layer refines the previous
+  layer's box (Deformable DETR's iterative refinement). Free learned query positions, as in the original
+  DETR, must discover locality by themselves; at CPU scale they did not within an hour of training.
 * GroupNorm, not BatchNorm: per-example, so results do not depend on batch size or sharding.
 
 ``DetectorOutput.features`` exposes intermediate maps by name so feature distillation can tap them:
@@ -40,6 +47,7 @@ name          shape                      what
 ``encoder``   ``[B, H/32, W/32, D]``     transformer-encoder output (equals ``neck`` when it has 0 layers)
 ``fused``     ``[B, H/16, W/16, D]``     top-down fusion of ``encoder`` with stage3
 ``decoder``   ``[B, Q, D]``              normalised hidden state of the last decoder layer
+``fused8``    ``[B, H/8,  W/8,  D]``     stride-8 fusion of ``fused`` with stage2 (``stride8_memory`` only)
 ============  =========================  ===================================================
 
 (``w1..w4`` = ``config.widths``, ``D`` = ``config.hidden_dim``.) Input height and width must be divisible by 32;
@@ -50,10 +58,10 @@ Named variants (``detector_config``), trainable parameters at ``num_classes=80``
 ==========  =======  ==========  ==========================================================
 name        queries  parameters  target
 ==========  =======  ==========  ==========================================================
-``tiny``    32       0.381 M     CPU-trainable in minutes on 64-128 px images
-``small``   100      2.611 M     JDATT-S student detector (2.6 M)
-``medium``  100      9.458 M     JDATT-M student detector (9.4 M)
-``large``   100      20.13 M     JDATT-L student detector (20.1 M)
+``tiny``    32       0.427 M     CPU-trainable in minutes on 64-128 px images
+``small``   100      2.631 M     JDATT-S student detector (2.6 M)
+``medium``  100      9.564 M     JDATT-M student detector (9.4 M)
+``large``   100      20.23 M     JDATT-L student detector (20.1 M)
 ==========  =======  ==========  ==========================================================
 
 The count changes by ``(hidden_dim + 1) * (num_classes - 80)`` for another ``num_classes`` (e.g. -1,419 for
@@ -75,6 +83,7 @@ from turbjax.models.layers import (
     ResidualBlock,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
+    sine_point_embedding,
     sine_position_embedding,
 )
 
@@ -99,6 +108,12 @@ class DetectorConfig:
       ffn_dim: hidden width of the transformer feed-forward blocks.
       dropout: dropout rate in the transformer (0 = deterministic, no dropout RNG needed).
       prior_prob: initial foreground probability of every class logit.
+      anchored_queries: derive each decoder layer's query positions from the current box centre (sine
+        embedding through a 2-layer MLP, as DAB-DETR) and refine boxes layer by layer (each layer predicts
+        an offset to the previous layer's box in logit space, the previous box detached, as Deformable
+        DETR); False: learned free query positions and boxes relative to the fixed reference points only.
+      stride8_memory: also put the stride-8 map (stage2 fused with the stride-16 map) into the decoder's
+        memory: small objects in small frames (64 px: a 8 x 8 instead of a 4 x 4 finest map).
     """
 
     num_classes: int = 80
@@ -112,6 +127,8 @@ class DetectorConfig:
     ffn_dim: int = 512
     dropout: float = 0.0
     prior_prob: float = 0.01
+    anchored_queries: bool = True
+    stride8_memory: bool = False
 
     def __post_init__(self):
         if len(self.widths) != 4 or len(self.depths) != 4:
@@ -127,7 +144,7 @@ class DetectorConfig:
 _VARIANT_CONFIGS: dict[str, dict] = {
     "tiny": dict(
         num_queries=32, widths=(16, 32, 48, 64), depths=(1, 1, 1, 1), hidden_dim=64,
-        num_encoder_layers=1, num_decoder_layers=2, num_heads=4, ffn_dim=128,
+        num_encoder_layers=1, num_decoder_layers=2, num_heads=4, ffn_dim=128, stride8_memory=True,
     ),
     "small": dict(
         num_queries=100, widths=(32, 64, 128, 192), depths=(1, 1, 1, 1), hidden_dim=128,
@@ -234,10 +251,16 @@ class Detector(nnx.Module):
         self.fuse = ConvNormAct(d, d, 3, rngs=rngs)
         # Learned embedding added to the positions of each memory level (0: stride 32, 1: stride 16) so that
         # cross-attention can tell the two scales apart.
-        self.level_embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (2, d)))
+        self.level_embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (3 if c.stride8_memory else 2, d)))
         self.memory_norm = nnx.LayerNorm(d, rngs=rngs)
+        if c.stride8_memory:
+            self.lateral8 = ConvNormAct(c.widths[1], d, 1, act=None, rngs=rngs)
+            self.fuse8 = ConvNormAct(d, d, 3, rngs=rngs)
 
-        self.query_pos = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (c.num_queries, d)))
+        if c.anchored_queries:
+            self.query_pos_mlp = MLP(d, d, d, 2, act=nnx.relu, rngs=rngs)
+        else:
+            self.query_pos = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (c.num_queries, d)))
         self.reference = nnx.Param(_reference_init(rngs.params(), (c.num_queries, 2)))
         self.decoder = nnx.List(
             [
@@ -250,18 +273,17 @@ class Detector(nnx.Module):
         self.class_head = nnx.Linear(d, c.num_classes, bias_init=nnx.initializers.constant(bias), rngs=rngs)
         self.box_head = MLP(d, d, 4, 3, act=nnx.relu, out_kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-    def _heads(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``hidden [B, Q, D]`` (normalised) -> ``(logits [B, Q, K], boxes [B, Q, 4])``."""
-        ref = self.reference[...]  # [Q, 2] logits of the reference centres
-        offset = jnp.concatenate([ref, jnp.zeros_like(ref)], axis=-1)  # [Q, 4]
-        boxes = jax.nn.sigmoid(self.box_head(hidden) + offset)
-        return self.class_head(hidden), boxes
+    def _heads(self, hidden: jax.Array, previous: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``hidden [B, Q, D]`` (normalised), ``previous`` box logits ``[B|1, Q, 4]`` ->
+        ``(logits [B, Q, K], boxes [B, Q, 4])``: boxes are ``sigmoid(box_mlp(hidden) + previous)``."""
+        return self.class_head(hidden), jax.nn.sigmoid(self.box_head(hidden) + previous)
 
     def __call__(self, images: jax.Array) -> DetectorOutput:
         b, h, w, _ = images.shape
         if h % STRIDE or w % STRIDE:
             raise ValueError(f"image size {h}x{w} must be divisible by {STRIDE}")
-        d = self.config.hidden_dim
+        c = self.config
+        d = c.hidden_dim
         features = self.backbone(images * 2.0 - 1.0)
 
         neck = self.neck(features["stage4"])  # [B, h32, w32, D]
@@ -274,22 +296,39 @@ class Detector(nnx.Module):
             tokens = self.encoder_norm(tokens)
         encoded = tokens.reshape(b, h32, w32, d)
 
-        up = jnp.repeat(jnp.repeat(encoded, 2, axis=1), 2, axis=2)  # nearest 2x: stride 32 -> 16
-        fused = self.fuse(self.lateral(features["stage3"]) + up)  # [B, h16, w16, D]
+        def upsample(x):  # nearest 2x
+            return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+        fused = self.fuse(self.lateral(features["stage3"]) + upsample(encoded))  # [B, h16, w16, D]
         h16, w16 = 2 * h32, 2 * w32
         pos16 = sine_position_embedding(h16, w16, d, dtype=fused.dtype).reshape(h16 * w16, d)
-
         level = self.level_embed[...]
-        memory = self.memory_norm(jnp.concatenate([tokens, fused.reshape(b, h16 * w16, d)], axis=1))
-        memory_pos = jnp.concatenate([pos32 + level[0], pos16 + level[1]], axis=0)  # [N, D]
+        levels = [tokens, fused.reshape(b, h16 * w16, d)]
+        positions = [pos32 + level[0], pos16 + level[1]]
+        if c.stride8_memory:
+            fused8 = self.fuse8(self.lateral8(features["stage2"]) + upsample(fused))  # [B, h8, w8, D]
+            pos8 = sine_position_embedding(2 * h16, 2 * w16, d, dtype=fused.dtype).reshape(4 * h16 * w16, d)
+            levels.append(fused8.reshape(b, 4 * h16 * w16, d))
+            positions.append(pos8 + level[2])
+            features["fused8"] = fused8
+        memory = self.memory_norm(jnp.concatenate(levels, axis=1))
+        memory_pos = jnp.concatenate(positions, axis=0)  # [N, D]
 
-        query_pos = self.query_pos[...]
-        tgt = jnp.zeros((b, self.config.num_queries, d), memory.dtype)
+        ref = self.reference[...]  # [Q, 2] logits of the reference centres
+        previous = jnp.concatenate([ref, jnp.zeros_like(ref)], axis=-1)[None]  # [1, Q, 4] box logits
+        tgt = jnp.zeros((b, c.num_queries, d), memory.dtype)
         outputs = []
         for layer in self.decoder:
+            if c.anchored_queries:
+                query_pos = self.query_pos_mlp(sine_point_embedding(jax.nn.sigmoid(previous[..., :2]), d))
+            else:
+                query_pos = self.query_pos[...]
             tgt = layer(tgt, memory, query_pos, memory_pos)
             hidden = self.decoder_norm(tgt)
-            outputs.append(self._heads(hidden))
+            logits, boxes = self._heads(hidden, previous)
+            outputs.append((logits, boxes))
+            if c.anchored_queries:
+                previous = jax.lax.stop_gradient(_inverse_sigmoid(boxes))
 
         features.update(neck=neck, encoder=encoded, fused=fused, decoder=hidden)
         logits, boxes = outputs[-1]

@@ -138,6 +138,24 @@ class ResidualBlock(nnx.Module):
         return self.act(x + y)
 
 
+def sine_point_embedding(points: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
+    """Sine/cosine embedding ``[..., dim]`` of normalised points ``[..., 2]`` = (x, y) in [0, 1].
+
+    The layout of ``sine_position_embedding`` (first half the row = y, second half the column = x), so a
+    point at a pixel centre gets that pixel's embedding: queries anchored at a point attend near it.
+    """
+    if dim % 4:
+        raise ValueError(f"sine position embedding needs dim divisible by 4, got {dim}")
+    n = dim // 4
+    freqs = temperature ** (-jnp.arange(n, dtype=jnp.float32) / n)  # [n]
+
+    def encode(p: jax.Array) -> jax.Array:
+        angles = (p * (2.0 * math.pi))[..., None] * freqs  # [..., n]
+        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+    return jnp.concatenate([encode(points[..., 1]), encode(points[..., 0])], axis=-1)
+
+
 def sine_position_embedding(
     height: int, width: int, dim: int, temperature: float = 10000.0, dtype: jnp.dtype = jnp.float32
 ) -> jax.Array:
@@ -149,19 +167,10 @@ def sine_position_embedding(
     embedding describes *relative* position in the image and is the same for any resolution: a detector
     trained on 128 px crops can run on 512 px frames. ``dim`` must be divisible by 4.
     """
-    if dim % 4:
-        raise ValueError(f"sine position embedding needs dim divisible by 4, got {dim}")
-    n = dim // 4
-    freqs = temperature ** (-jnp.arange(n, dtype=jnp.float32) / n)  # [n]
-
-    def encode(length: int) -> jax.Array:
-        pos = (jnp.arange(length, dtype=jnp.float32) + 0.5) / length * (2.0 * math.pi)
-        angles = pos[:, None] * freqs[None, :]  # [length, n]
-        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [length, 2n]
-
-    rows = jnp.broadcast_to(encode(height)[:, None, :], (height, width, 2 * n))
-    cols = jnp.broadcast_to(encode(width)[None, :, :], (height, width, 2 * n))
-    return jnp.concatenate([rows, cols], axis=-1).astype(dtype)
+    ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) / height
+    xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) / width
+    grid = jnp.stack(jnp.meshgrid(xs, ys, indexing="xy"), axis=-1)  # [height, width, 2] = (x, y)
+    return sine_point_embedding(grid, dim, temperature).astype(dtype)
 
 
 class MLP(nnx.Module):

@@ -165,6 +165,49 @@ def ground_truth(split: dict) -> list[dict]:
     ]
 
 
+def stream_targets(batch: dict, size: int) -> dict:
+    """``detr_targets`` for a batch that lives on device (jnp; padding labels -1 -> 0, boxes 0)."""
+    real = jnp.arange(batch["labels"].shape[1])[None, :] < batch["num_boxes"][:, None]
+    xyxy = batch["boxes"] / size
+    cxcywh = jnp.concatenate([(xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]], -1)
+    targets = {
+        "labels": jnp.where(real, batch["labels"], 0),
+        "boxes": jnp.where(real[..., None], cxcywh, 0.0),
+        "num_boxes": batch["num_boxes"],
+    }
+    return {"image": batch["image"], "targets": targets}
+
+
+def _train_batches(config, train: dict | None, mesh):
+    """``batches(start)``: the fixed training split in epochs (flipped at random), or, with
+    ``data.stream``, scenes composed on device (``turbjax.data.detection_stream``), both resumable."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from turbjax.train.sharding import shard_batch
+
+    size = config.data.image_size
+    if train is not None:
+        arrays = {"image": train["images"], **{k: train[k] for k in ("boxes", "labels", "num_boxes")}}
+        host_batches = epoch_batches(
+            arrays,
+            config.train.batch_size,
+            config.seed,
+            flip=config.train.flip,
+            transform=lambda b: detr_targets(b, size),
+        )
+        return lambda start: (shard_batch(batch, mesh) for batch in host_batches(start))
+
+    from turbjax.data import detection_stream as S
+
+    data = config.data
+    bank = S.sprite_bank(data.num_sprites, patch=size // data.grid, image_size=size, seed=config.seed, progress=True)
+    spec = S.StreamSpec(image_size=size, grid=data.grid, occupancy=data.occupancy, degrade=data.input == "degraded")
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    scenes = S.stream_batches(bank, S.background_bank(size), spec, config.train.batch_size, config.seed, sharding)
+    to_targets = jax.jit(functools.partial(stream_targets, size=size))
+    return lambda start: (to_targets(batch) for batch in scenes(start))
+
+
 def train_detector(config, workdir) -> dict:
     """Train a detector on ``config.data`` and evaluate COCO mAP on its test split.
 
@@ -176,15 +219,19 @@ def train_detector(config, workdir) -> dict:
     from turbjax.models import count_parameters, detector_config
     from turbjax.train.loop import run_training
     from turbjax.train.optim import make_optimizer
-    from turbjax.train.sharding import data_mesh, replicate, shard_batch
+    from turbjax.train.sharding import data_mesh, replicate
     from turbjax.workdir import write_json
 
     workdir = Path(workdir)
     mesh = data_mesh()
     if config.train.batch_size % mesh.size:
         raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by {mesh.size} devices.")
-    train, test = detection_split(config, "train"), detection_split(config, "test")
-    num_classes = config.model.num_classes or len(train["class_names"])
+    stream = config.data.get("stream", False)
+    if stream and config.data.source != "embedded":
+        raise ValueError("data.stream needs data.source='embedded' (it composes the embedded objects on device).")
+    train = None if stream else detection_split(config, "train")
+    test = detection_split(config, "test")
+    num_classes = config.model.num_classes or len(test["class_names"])
     model = Detector(
         detector_config(config.model.variant, num_classes, **dict(config.model.overrides)), rngs=nnx.Rngs(config.seed)
     )
@@ -202,15 +249,7 @@ def train_detector(config, workdir) -> dict:
     step = make_train_step(
         graphdef, tx, weights, loss.alpha, loss.gamma, seed=config.seed, classification=loss.classification
     )
-    arrays = {"image": train["images"], **{k: train[k] for k in ("boxes", "labels", "num_boxes")}}
-    size = config.data.image_size
-    host_batches = epoch_batches(
-        arrays, config.train.batch_size, config.seed, flip=config.train.flip, transform=lambda b: detr_targets(b, size)
-    )
-
-    def batches(start):
-        for batch in host_batches(start):
-            yield shard_batch(batch, mesh)
+    batches = _train_batches(config, train, mesh)
 
     gt = ground_truth(test)
 
