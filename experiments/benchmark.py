@@ -3,6 +3,7 @@
 Prints a table and writes ``DIR/benchmark_<name>.json``.
 """
 
+import dataclasses
 import functools
 import platform
 import time
@@ -15,12 +16,14 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm.auto import tqdm
 
-from experiments.baselines import numpy_et_turb
+from experiments.baselines import numpy_et_turb, numpy_satellite
 from turbjax import benchmarking as B
 from turbjax import physics as P
 from turbjax.data import build_dataset, dataset_dir, embedded_images, make_pipeline, open_split
 from turbjax.data.builder import directory_bytes
 from turbjax.demos import settings_from_config
+from turbjax.physics import satellite as SA
+from turbjax.physics import screens as S
 from turbjax.workdir import write_json
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Benchmark config (path:variant).")
@@ -258,7 +261,142 @@ def detector(config) -> dict:
     )
 
 
-BENCHMARKS = {"simulator": simulator, "video": video, "pipeline": pipeline, "detector": detector}
+def _aotools_rows_per_s(config) -> float | None:
+    """add_row() calls per second of aotools' infinite von Karman screen, or None without aotools."""
+    try:
+        from aotools.turbulence.infinitephasescreen import PhaseScreenVonKarman
+    except ImportError:
+        return None
+    ar = config.ar
+    screen = PhaseScreenVonKarman(ar.screen_size, ar.dx, ar.r0, ar.outer_scale, random_seed=config.seed)
+    seconds = B.time_calls(screen.add_row, ar.aotools_rows, config.warmup)
+    return 1.0 / B.median(seconds)
+
+
+def satellite(config) -> dict:
+    """Anisoplanatic satellite frames and AR phase screens against NumPy / aotools, in the same run.
+
+    Frames: median ms per frame of ``synthesize_satellite_video`` (jitted clip of ``num_frames``
+    frames: layer screens, AR step, per-pixel tilt, grid^2 Fourier-optics PSFs, blended blur, warp,
+    noise), and of its PSF + blend stage alone, beside the same PSFs and blend computed with
+    NumPy/SciPy (``experiments.baselines.numpy_satellite``) on the same pupil phases.
+    Screens: AR steps per second of ``ar_screen_step`` (jitted, Fourier state only) and of
+    ``ar_screen_run`` (scan, emitting the n x n screen each step), beside aotools'
+    ``PhaseScreenVonKarman.add_row`` (one new row per call) when aotools is installed.
+    """
+    sat, size, t = config.satellite, config.image_size, config.num_frames
+    image = jnp.asarray(embedded_images(size, ("astronaut",))[0])
+    params = P.satellite_params(
+        sat.r0,
+        orbit_altitude=sat.orbit_altitude,
+        ground_sample_distance=sat.ground_sample_distance,
+        wind_speed=tuple(sat.wind_speed),
+        wind_direction=tuple(sat.wind_direction),
+        weights=sat.weights,
+        noise_sigma=sat.noise_sigma,
+    )
+    settings = SA.SatelliteSettings(**dict(config.simulator))
+    settings = dataclasses.replace(settings, screen_size=SA.required_screen_size(params, (size, size), settings))
+    key = jax.random.key(config.seed)
+    clip = jax.jit(lambda k: P.synthesize_satellite_video(k, image, params, settings, num_frames=t).degraded)
+    frame_ms = 1e3 * B.median(B.time_calls(lambda: clip(key), config.repeats, config.warmup)) / t
+
+    # PSF + blend stage on the same pupil phases for turbjax and NumPy (tilt-only and clean: 6 channels).
+    g, k, n_w = settings.grid, settings.psf_size, settings.pupil_window
+    dx = SA.pupil_sample_spacing(params, settings)
+    mask = S.circular_pupil(n_w, params.optics.aperture / dx)
+    phase_of = jax.jit(jax.vmap(lambda kk: P.phase_screen(kk, n_w, dx, params.atmosphere.r0)))
+    phases = phase_of(jax.random.split(key, g * g))
+    wy, wx = SA.blend_weights(size, g), SA.blend_weights(size, g)
+    six = jnp.concatenate([image, image[::-1]], axis=-1)
+
+    @jax.jit
+    def stage(phases, images):
+        psfs = jax.vmap(lambda p: SA.pupil_psf(p, mask, settings))(S.remove_piston_tilt(phases, mask))
+        return SA._blur_blend(jnp.moveaxis(images, -1, 0), psfs, wy, wx, k // 2)
+
+    stage_ms = 1e3 * B.median(B.time_calls(lambda: stage(phases, six), config.repeats, config.warmup))
+    np_phases, np_mask, np_six = (np.asarray(x, np.float64) for x in (phases, mask, six))
+    base_seconds = []
+    for _ in tqdm(range(config.baseline_frames), desc="numpy PSFs + blend", unit="frame"):
+        start = time.perf_counter()
+        reference = numpy_satellite.psfs_and_blend(np_phases, np_mask, np_six, k, settings.oversample, g)
+        base_seconds.append(time.perf_counter() - start)
+    numpy_ms = 1e3 * B.median(base_seconds)
+    max_diff = float(np.max(np.abs(np.moveaxis(np.asarray(stage(phases, six)), 0, -1) - reference)))
+
+    # AR phase screens: one step of dt = dx / v moves the pattern by one sample, as add_row does.
+    ar = config.ar
+    state = P.ar_screen_init(
+        key, ar.screen_size, ar.dx, ar.r0, ar.outer_scale, velocity=(0.0, ar.wind_speed), dt=ar.dt, alpha=ar.alpha
+    )
+    step = jax.jit(P.ar_screen_step)
+    step_per_s = 1.0 / B.median(B.time_calls(lambda: step(key, state), config.repeats * 10, config.warmup))
+    run = jax.jit(lambda kk, s: P.ar_screen_run(kk, s, ar.scan_steps)[1])
+    run_per_s = ar.scan_steps / B.median(B.time_calls(lambda: run(key, state), config.repeats, config.warmup))
+    aotools_per_s = _aotools_rows_per_s(config)
+
+    j = g * g
+    n_s = ar.screen_size
+    rows = [
+        dict(
+            item=f"turbjax frame {size}^2 ({j} PSFs, screens, tilt, warp; jit)",
+            value=frame_ms,
+            unit="ms/frame",
+            numpy_over_turbjax=numpy_ms / frame_ms,
+        ),
+        dict(
+            item=f"turbjax {j} PSFs + blend, 6 ch (jit)",
+            value=stage_ms,
+            unit="ms/frame",
+            numpy_over_turbjax=numpy_ms / stage_ms,
+        ),
+        dict(item=f"NumPy/SciPy {j} PSFs + blend, 6 ch", value=numpy_ms, unit="ms/frame", numpy_over_turbjax=1.0),
+        dict(item=f"turbjax ar_screen_step {n_s}^2 (jit, state only)", value=step_per_s, unit="steps/s"),
+        dict(item=f"turbjax ar_screen_run {n_s}^2 (scan, screen per step)", value=run_per_s, unit="steps/s"),
+        dict(
+            item=f"aotools PhaseScreenVonKarman.add_row {n_s}^2",
+            value=aotools_per_s if aotools_per_s is not None else "aotools not installed",
+            unit="steps/s",
+        ),
+    ]
+    if aotools_per_s is not None:
+        for row in rows[3:5]:
+            row["turbjax_over_aotools"] = row["value"] / aotools_per_s
+    print(B.format_table(rows, ("item", "value", "unit", "numpy_over_turbjax", "turbjax_over_aotools")))
+    print(f"max |turbjax - NumPy| of the PSF + blend stage: {max_diff:.2e}")
+    return dict(
+        frame=f"{size}x{size}x3",
+        frames_per_clip=t,
+        turbjax_ms_per_frame=frame_ms,
+        turbjax_psf_blend_ms_per_frame=stage_ms,
+        numpy_psf_blend_ms_per_frame=numpy_ms,
+        numpy_seconds_per_frame=base_seconds,
+        ratio_numpy_over_turbjax_frame=numpy_ms / frame_ms,
+        ratio_numpy_over_turbjax_psf_blend=numpy_ms / stage_ms,
+        psf_blend_max_abs_diff=max_diff,
+        psfs_per_frame=j,
+        settings=dataclasses.asdict(settings),
+        parameters=config.satellite.to_dict(),
+        ar=dict(
+            config.ar.to_dict(),
+            turbjax_step_per_s=step_per_s,
+            turbjax_run_steps_per_s=run_per_s,
+            aotools_add_row_per_s=aotools_per_s,
+            aotools="installed" if aotools_per_s is not None else "aotools not installed",
+        ),
+        devices=[str(d) for d in jax.devices()],
+        machine=platform.platform(),
+    )
+
+
+BENCHMARKS = {
+    "simulator": simulator,
+    "video": video,
+    "pipeline": pipeline,
+    "detector": detector,
+    "satellite": satellite,
+}
 
 
 def main(argv):

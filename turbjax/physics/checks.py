@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -77,3 +78,16 @@ def check_image(name: str, image: Any, min_rank: int = 3, max_rank: int | None =
     if not np.issubdtype(dtype, np.floating):
         raise ValueError(f"{name} must be a float array with values in [0, 1]; got dtype {dtype}.")
     check_range(name, image, 0.0, 1.0)
+
+
+def as_clip(frames, num_frames: int | None = None) -> jnp.ndarray:
+    """A clip [T, H, W, C] from a clip, or from a still [H, W, C] repeated ``num_frames`` times;
+    ValueError for another rank or dtype, or a still without a positive ``num_frames``."""
+    frames = jnp.asarray(frames) if not hasattr(frames, "ndim") else frames
+    if frames.ndim == 3:
+        if num_frames is None or num_frames < 1:
+            raise ValueError("num_frames must be a positive integer when frames is a still image [H, W, C].")
+        check_image("frames", frames, min_rank=3, max_rank=3)
+        return jnp.broadcast_to(frames, (num_frames, *frames.shape))
+    check_image("frames", frames, min_rank=4, max_rank=4)
+    return frames

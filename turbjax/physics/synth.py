@@ -1,5 +1,21 @@
 """ET-Turb frame synthesis (tilt, then exposure-time blur, then optional noise) and the
 Table-1 parameter sampler.
+
+Turbulence-strength map. ``strength_map`` (optional, [H, W], >= 0) multiplies the path Cn2 seen
+through each pixel, e.g. to give the turbulence signature (``turbjax.physics.signature``) a known
+spatial pattern to recover. It is applied locally, to first order:
+
+- tilt: the tilt variance is linear in Cn2, so the field drawn for the mean Cn2 is scaled by
+  sqrt(m) per pixel (per-pixel variance m x the uniform one, exactly);
+- blur: the blur-width statistics (mean, std, via r0 ~ Cn2^(-3/5)) are those of Cn2 x m at each
+  pixel, around the same unit random field; the PSF of each width then follows as usual.
+
+What stays that of the mean Cn2: the tilt correlation structure (Chanan curves and the
+curl-free property hold only where m is constant; across a change of m the field is the
+uniform one rescaled), the blur-width correlation length (isoplanatic angle of the mean Cn2)
+and ``Degradation.atmosphere``. The map is attached to the image (field angles) and is not
+carried by the frozen flow of a video. ``None`` (default) is the uniform path, computed exactly
+as without the option; a map of ones gives the same result to float round-off.
 """
 
 from __future__ import annotations
@@ -12,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from turbjax.physics.blur import blur_width_field, spatially_varying_blur
-from turbjax.physics.checks import check_image, is_concrete
+from turbjax.physics.blur import blur_correlation_px, blur_width_field, spatially_varying_blur
+from turbjax.physics.checks import check_image, check_range, is_concrete
 from turbjax.physics.mtf import DEFAULT_ALPHA
 from turbjax.physics.optics import Atmosphere, Optics, Wave, check_parameters
 from turbjax.physics.tilt import tilt_field
@@ -122,6 +138,25 @@ def blur_exposure_time(
     return jnp.where(frozen, SHORT_EXPOSURE_S, LONG_EXPOSURE_S)
 
 
+# Smallest Cn2 multiplier seen by the blur statistics: at m = 0 they would be 0 x inf (r0 -> inf);
+# 1e-6 x Cn2 is diffraction-limited for every Table-1 path. The tilt uses m itself (sqrt(0) = 0).
+_MIN_BLUR_STRENGTH = 1e-6
+
+
+def check_strength_map(strength_map: jnp.ndarray | np.ndarray, shape: tuple[int, int]) -> jnp.ndarray:
+    """The turbulence-strength map as float32 [H, W], after checking its shape (always) and its
+    values (finite, >= 0; on concrete arrays)."""
+    if np.shape(strength_map) != tuple(shape):
+        raise ValueError(f"strength_map must have the frame shape {tuple(shape)} [H, W]; got {np.shape(strength_map)}.")
+    check_range("strength_map", strength_map, 0.0, None, unit="(Cn2 multiplier)")
+    return jnp.asarray(strength_map, jnp.float32)
+
+
+def strength_atmosphere(atmosphere: Atmosphere, strength_map: jnp.ndarray) -> Atmosphere:
+    """The atmosphere with a per-pixel Cn2 [H, W] = Cn2 x max(m, 1e-6), for the blur-width statistics."""
+    return atmosphere.replace(cn2=jnp.asarray(atmosphere.cn2) * jnp.maximum(strength_map, _MIN_BLUR_STRENGTH))
+
+
 def exposure_noise_sigma(exposure_time, k: float = NOISE_K) -> jnp.ndarray:
     """Noise standard deviation K / sqrt(tau / 1 ms) for ``exposure_time`` in s."""
     return k / jnp.sqrt(jnp.asarray(exposure_time) * 1e3)
@@ -134,12 +169,15 @@ def synthesize_frame(
     atmosphere: Atmosphere,
     exposure_time,
     settings: SynthesisSettings = SynthesisSettings(),
+    *,
+    strength_map: jnp.ndarray | None = None,
 ) -> Degradation:
     """Degrade one clean frame [H, W, C] (float in [0, 1]) with ET-Turb turbulence.
 
     Tilt (a correlated displacement field, ``turbjax.physics.tilt``), then spatially varying
     exposure-time blur (``turbjax.physics.blur``), then optional noise. Physical parameters
     are scalars here; ``jax.vmap`` over keys, images and parameter pytrees makes batches.
+    ``strength_map`` [H, W] (>= 0, None = uniform) multiplies Cn2 per pixel (module doc).
 
     Raises ValueError for a wrong rank/dtype (always) and for out-of-range values (eagerly;
     under jit/vmap values are tracers and only shapes are checked, so validate user input
@@ -151,17 +189,25 @@ def synthesize_frame(
         raise ValueError(f"image height and width must exceed settings.blur_pad={settings.blur_pad}; got {h}x{w}.")
     if is_concrete((optics, atmosphere, exposure_time)):
         check_parameters(optics, atmosphere, exposure_time)
+    if strength_map is not None:
+        strength_map = check_strength_map(strength_map, (h, w))
     image = jnp.asarray(image, jnp.float32)
     k_tilt, k_blur, k_noise = jax.random.split(key, 3)
     field = tilt_field(k_tilt, (h, w), optics, atmosphere, wave=settings.wave, embed_factor=settings.tilt_embed_factor)
+    blur_atmosphere, blur_correlation = atmosphere, settings.blur_correlation_px
+    if strength_map is not None:
+        field = field * jnp.sqrt(strength_map)[..., None]
+        blur_atmosphere = strength_atmosphere(atmosphere, strength_map)
+        if blur_correlation is None:  # one correlation length: that of the mean Cn2
+            blur_correlation = blur_correlation_px(optics, atmosphere, settings.wave)
     tilt_only = warp(image, field)
     widths = blur_width_field(
         k_blur,
         (h, w),
         optics,
-        atmosphere,
+        blur_atmosphere,
         blur_exposure_time(exposure_time, optics, atmosphere, settings),
-        correlation_px=settings.blur_correlation_px,
+        correlation_px=blur_correlation,
         max_correlation_px=settings.max_blur_correlation_px,
         eps=settings.blur_eps,
         wave=settings.wave,

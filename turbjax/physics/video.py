@@ -21,9 +21,16 @@ import jax
 import jax.numpy as jnp
 
 from turbjax.physics.blur import blur_correlation_px, blur_width_stats, lowpass_unit_canvas
-from turbjax.physics.checks import check_image, check_positive, is_concrete
+from turbjax.physics.checks import as_clip, check_positive, is_concrete
 from turbjax.physics.optics import Atmosphere, Optics, check_parameters
-from turbjax.physics.synth import Degradation, SynthesisSettings, blur_and_assemble, blur_exposure_time
+from turbjax.physics.synth import (
+    Degradation,
+    SynthesisSettings,
+    blur_and_assemble,
+    blur_exposure_time,
+    check_strength_map,
+    strength_atmosphere,
+)
 from turbjax.physics.tilt import embedding_canvas, tilt_canvas
 from turbjax.physics.warp import warp
 
@@ -70,27 +77,25 @@ def synthesize_video(
     wind_direction=None,
     max_drift_px: int = 256,
     settings: SynthesisSettings = SynthesisSettings(),
+    strength_map: jnp.ndarray | None = None,
 ) -> Degradation:
     """Degrade a clip [T, H, W, C] (moving scene) or a still [H, W, C] (with ``num_frames``).
 
     Returns a ``Degradation`` whose images and fields lead with T. The wind blows along
     ``wind_direction`` (rad from the +x axis; drawn uniformly from ``key`` when None) at
     ``atmosphere.wind_speed``; with wind 0 every frame has the same degradation. Exposure noise
-    (``settings.noise``) is drawn independently per frame. Validation as in ``synthesize_frame``.
+    (``settings.noise``) is drawn independently per frame. ``strength_map`` [H, W] (>= 0, None =
+    uniform) multiplies Cn2 per pixel, fixed in the image while the turbulence drifts (see
+    ``turbjax.physics.synth``). Validation as in ``synthesize_frame``.
     """
-    frames = jnp.asarray(frames) if not hasattr(frames, "ndim") else frames
-    if frames.ndim == 3:
-        if num_frames is None or num_frames < 1:
-            raise ValueError("num_frames must be a positive integer when frames is a still image [H, W, C].")
-        check_image("frames", frames, min_rank=3, max_rank=3)
-        frames = jnp.broadcast_to(frames, (num_frames, *frames.shape))
-    else:
-        check_image("frames", frames, min_rank=4, max_rank=4)
+    frames = as_clip(frames, num_frames)
     t_count, h, w, _ = frames.shape
     if min(h, w) <= settings.blur_pad:
         raise ValueError(f"frame height and width must exceed settings.blur_pad={settings.blur_pad}; got {h}x{w}.")
     if max_drift_px < 0:
         raise ValueError(f"max_drift_px must be >= 0; got {max_drift_px}.")
+    if strength_map is not None:
+        strength_map = check_strength_map(strength_map, (h, w))
     if is_concrete((optics, atmosphere, exposure_time, fps)):
         check_parameters(optics, atmosphere, exposure_time)
         check_positive("fps", fps, "frames/s")
@@ -106,9 +111,13 @@ def synthesize_video(
     side = embedding_canvas((reach, reach), settings.tilt_embed_factor)
     tilt = tilt_canvas(k_tilt, side, float(reach), optics, atmosphere, settings.wave)
     fields = jax.vmap(lambda o: periodic_window(tilt, o, (h, w)))(offsets)
+    blur_atmosphere = atmosphere
+    if strength_map is not None:
+        fields = fields * jnp.sqrt(strength_map)[..., None]
+        blur_atmosphere = strength_atmosphere(atmosphere, strength_map)
 
     blur_tau = blur_exposure_time(exposure_time, optics, atmosphere, settings)
-    mean, std = blur_width_stats(optics, atmosphere, blur_tau, settings.wave)
+    mean, std = blur_width_stats(optics, blur_atmosphere, blur_tau, settings.wave)
     corr = settings.blur_correlation_px
     if corr is None:
         corr = blur_correlation_px(optics, atmosphere, settings.wave)
