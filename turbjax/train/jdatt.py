@@ -252,7 +252,7 @@ def run_jdatt(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     return results
 
 
-TABLE_ROWS = (("teacher", "Teacher (MAMAT-like + detector L)"), ("separate", "Separate distillation (students)"),
+TABLE_ROWS = (("teacher", "Teachers (restorer + detector)"), ("separate", "Separate distillation (students)"),
               ("joint", "Joint distillation (JDATT)"))  # fmt: skip
 
 
