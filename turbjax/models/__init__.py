@@ -26,3 +26,9 @@ __all__ = [
     "detector_config",
     "restorer_config",
 ]
+
+# TMTS (turbulence-signature-guided mitigation network) and its SpyNet flow.
+from turbjax.models.spynet import SpyNet  # noqa: E402
+from turbjax.models.tmts import TMTS, TMTSConfig, TSSwitches, module_parameters, tmts_config  # noqa: E402
+
+__all__ += ["TMTS", "SpyNet", "TMTSConfig", "TSSwitches", "module_parameters", "tmts_config"]
