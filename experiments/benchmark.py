@@ -390,12 +390,90 @@ def satellite(config) -> dict:
     )
 
 
+def _flops(fn, *args) -> float:
+    """XLA's FLOP count of ``fn`` on (abstract) ``args``, from the lowered HLO (nothing is compiled or allocated)."""
+    cost = jax.jit(fn).lower(*args).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def tmts(config) -> dict:
+    """TMTS parameters and FLOPs at the paper configuration beside the seed's Table 6, and ms per restored frame.
+
+    FLOPs: XLA's HLO cost analysis counts a ``lax.scan`` body once whatever its trip count, so the count of the
+    whole network (one T-frame clip) is completed with (T - 1) times the count of one step of the recurrence
+    (forward and backward sequences together), measured on a one-frame recurrence. Abstract parameters
+    (``nnx.eval_shape``): nothing of the paper-size model is allocated for the counts.
+    """
+    from flax import nnx
+
+    from turbjax.models.tmts import STRIDE, TMTS, TSSwitches, module_parameters, tmts_config
+
+    counts = {}
+    for label, switches in (("with_ts", TSSwitches()), ("without_ts", TSSwitches.off())):
+        cfg = tmts_config("paper", num_frames=config.num_frames, use_ts=switches)
+        abstract = nnx.eval_shape(lambda cfg=cfg: TMTS(cfg, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(abstract)
+        size, t = config.flops_size, config.num_frames
+        clip = jax.ShapeDtypeStruct((1, t, size, size, 3), jnp.float32)
+        full = _flops(lambda s, x, g=graphdef: nnx.merge(g, s)(x).image, state, clip)
+        h = size // STRIDE
+        d = cfg.deep_channels
+        f3 = jax.ShapeDtypeStruct((1, 1, h, h, d), jnp.float32)
+        flows = jax.ShapeDtypeStruct((1, 2, 0, h, h, 2), jnp.float32)
+        sig = jax.ShapeDtypeStruct((1, 1, h, h, 1), jnp.float32) if switches.any else None
+        step = _flops(lambda s, a, b, c, g=graphdef: nnx.merge(g, s)._recurrence(a, b, c), state, f3, flows, sig)
+        counts[label] = dict(
+            params=module_parameters(abstract)["total"],
+            modules=module_parameters(abstract),
+            gflops=(full + (t - 1) * step) / 1e9,
+            gflops_hlo_scan_once=full / 1e9,
+        )
+    rows = [
+        dict(model="TMTS (seed Table 6)", params_m=config.seed_params / 1e6, gflops=config.seed_gflops),
+        dict(model="turbjax TMTS, use_ts on", params_m=counts["with_ts"]["params"] / 1e6,
+             gflops=counts["with_ts"]["gflops"]),
+        dict(model="turbjax TMTS, use_ts off", params_m=counts["without_ts"]["params"] / 1e6,
+             gflops=counts["without_ts"]["gflops"]),
+    ]  # fmt: skip
+    print(B.format_table(rows, ("model", "params_m", "gflops")))
+
+    timing = {}
+    for variant, size, repeats in (("paper", config.paper_size, config.paper_repeats),
+                                   ("tiny", config.tiny_size, config.repeats)):  # fmt: skip
+        cfg = tmts_config(variant, num_frames=config.num_frames)
+        model = nnx.jit(lambda cfg=cfg: TMTS(cfg, rngs=nnx.Rngs(0)))()
+        graphdef, state = nnx.split(model)
+        clip = jax.random.uniform(jax.random.key(config.seed), (config.batch_size, config.num_frames, size, size, 3))
+        forward = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s)(x).image)
+        seconds = B.time_calls(lambda f=forward, s=state, x=clip: f(s, x), repeats, config.warmup)
+        timing[variant] = dict(
+            params=module_parameters(model)["total"],
+            shape=[config.batch_size, config.num_frames, size, size, 3],
+            ms_per_frame=1e3 * B.median(seconds) / config.batch_size,
+            calls=repeats,
+        )
+    print(B.format_table([dict(variant=k, **{n: v[n] for n in ("params", "ms_per_frame")}) for k, v in timing.items()],
+                         ("variant", "params", "ms_per_frame")))  # fmt: skip
+    return dict(
+        paper=dict(counts["with_ts"], ms_per_frame=timing["paper"]["ms_per_frame"]),
+        paper_without_ts=counts["without_ts"],
+        tiny=dict(params=timing["tiny"]["params"], ms_per_frame=timing["tiny"]["ms_per_frame"]),
+        seed_table6=dict(params=config.seed_params, gflops=config.seed_gflops),
+        timing=timing,
+        flops_input=[1, config.num_frames, config.flops_size, config.flops_size, 3],
+        devices=jax.local_device_count(),
+        machine=platform.platform(),
+    )
+
+
 BENCHMARKS = {
     "simulator": simulator,
     "video": video,
     "pipeline": pipeline,
     "detector": detector,
     "satellite": satellite,
+    "tmts": tmts,
 }
 
 

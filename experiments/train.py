@@ -19,8 +19,12 @@ def main(argv):
         from turbjax.train.detector import train_detector
 
         results = train_detector(config, _WORKDIR.value)
+    elif config.task == "tmts":
+        from turbjax.train.tmts import train_tmts
+
+        results = train_tmts(config, _WORKDIR.value)
     else:
-        raise ValueError(f"config.task must be 'detector'; got {config.task!r}.")
+        raise ValueError(f"config.task must be 'detector' or 'tmts'; got {config.task!r}.")
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
 
 

@@ -5,7 +5,9 @@ Variants: ``simulator`` (ET-Turb frames through synthesize_frame vs a NumPy/SciP
 ``pipeline`` (build the tiny dataset into DIR/tfds, its size on disk, records/s and samples/s),
 ``detector`` (parameters and forward ms/image of the detector variants),
 ``satellite`` (anisoplanatic satellite frames vs NumPy Fourier-optics PSFs + blend; AR screen steps/s
-vs aotools' infinite phase screen when installed).
+vs aotools' infinite phase screen when installed),
+``tmts`` (TMTS parameters and FLOPs at the paper configuration beside the seed's Table 6, ms per restored frame
+for the ``paper`` and ``tiny`` networks).
 """
 
 import ml_collections
@@ -15,7 +17,7 @@ from experiments.configs.et_turb import pipeline_config, synthesis_settings
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     name = arg or "simulator"
-    names = ("simulator", "video", "pipeline", "detector", "satellite")
+    names = ("simulator", "video", "pipeline", "detector", "satellite", "tmts")
     if name not in names:
         raise ValueError(f"benchmark.py variant must be one of {names}; got {name!r}.")
     config = ml_collections.ConfigDict()
@@ -76,4 +78,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 aotools_rows=50,  # timed add_row calls (median reported)
             )
         )
+    if name == "tmts":
+        config.num_frames = 5  # 2N + 1 frames per clip, the centre one restored (the seed's window)
+        config.flops_size = 240  # px, the seed's training patch (Table 6 does not state its input size)
+        config.seed_params = 6.24e6  # Table 6, every signature path on
+        config.seed_gflops = 377.6  # Table 6, every signature path on
+        config.batch_size = 1  # clips per timed call (one restored frame each)
+        config.paper_size = 240  # px, timed paper-network input
+        config.paper_repeats = 2  # slow on CPU: a couple of calls
+        config.tiny_size = 48  # px, as experiments/configs/tmts.py:tiny
+        config.repeats = 5
     return config
