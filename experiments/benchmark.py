@@ -1,6 +1,7 @@
 """Benchmarks: ``python -m experiments.benchmark --config=experiments/configs/benchmark.py:simulator [--workdir=DIR]``.
 
-Prints a table and writes ``DIR/benchmark_<name>.json``.
+Prints a table and writes ``DIR/benchmark_<name>.json``. Names: ``simulator``, ``video``, ``pipeline``, ``detector``,
+``satellite``, ``tmts`` (see experiments/configs/benchmark.py).
 """
 
 import dataclasses
