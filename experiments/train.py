@@ -6,6 +6,8 @@ Re-running with the same workdir resumes from the latest checkpoint.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from turbjax.train import distributed
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (path[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, history, results and figures.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -14,6 +16,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write at INFO
+    distributed.initialize()  # multi-host from TURBJAX_* variables (README "Scaling out"); else a no-op
     config = _CONFIG.value
     if config.task == "detector":
         from turbjax.train.detector import train_detector

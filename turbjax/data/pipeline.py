@@ -118,7 +118,10 @@ def records_dataset(
         out.update({name: np.float32(out[name]) for name in PARAM_KEYS})
         return {name: out[name] for name in keys}
 
-    ds = grain.MapDataset.range(len(clip_of))[process_index::process_count]
+    # Equal shards (the last len % P samples dropped): processes step in lockstep, and one with an
+    # extra batch would wait forever in a collective for the others.
+    usable = len(clip_of) - len(clip_of) % process_count
+    ds = grain.MapDataset.range(usable)[process_index::process_count]
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
     ds = ds.repeat(config.num_epochs)
@@ -186,14 +189,21 @@ def make_pipeline(
     *,
     process_index: int | None = None,
     process_count: int | None = None,
+    shard_options: grain.sharding.ShardOptions | None = None,
 ) -> Iterator[dict]:
     """An iterator of batches (dicts of arrays, see the module docstring) for ``config``.
 
     ``config`` is a pipeline config (``experiments/configs/et_turb.py:pipeline_config``): mode,
     split, batch_size (global, over all processes), crop_size, half_window, shuffle, seed,
     num_epochs (records) or num_steps (online; None = forever), read_threads, prefetch, fields and
-    ``dataset`` (the dataset config). Process index and count default to JAX's.
+    ``dataset`` (the dataset config). Process index and count default to JAX's; ``shard_options``
+    (e.g. ``turbjax.train.distributed.process_shard_options()``) gives them as grain's shard index
+    and count instead (records mode always gives the shards equal sizes).
     """
+    if shard_options is not None:
+        if process_index is not None or process_count is not None:
+            raise ValueError("give either shard_options or process_index/process_count, not both.")
+        process_index, process_count = shard_options.shard_index, shard_options.shard_count
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     dataset = config.dataset
