@@ -3,18 +3,27 @@
 Variants: ``tiny`` (the README's main job: under 15 minutes on 2 CPU cores, 64 px), ``small``,
 ``medium``, ``large`` (student sizes of the seed's Table 3, 128 px, CPU-hours), ``paper`` (the
 seed's settings: 256 px crops, batch 1 with 4-step accumulation, lr 1.5e-4, 100 epochs with 10
-warm-up; meant for accelerators).
+warm-up; meant for accelerators) and ``micro`` (a smoke-test size: ``tiny`` with 8 / 4 clips of 32 px,
+3 frames and 2 steps per stage; the tests and the notebooks' CI setting, not an experiment).
 """
 
 import ml_collections
 
-VARIANTS = ("tiny", "small", "medium", "large", "paper")
+VARIANTS = ("tiny", "small", "medium", "large", "paper", "micro")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "tiny"
     if variant not in VARIANTS:
         raise ValueError(f"jdatt.py variant must be one of {VARIANTS}; got {variant!r}.")
+    if variant == "micro":
+        config = get_config("tiny")
+        config.variant = "micro"
+        config.data.update(dict(num_train=8, num_test=4, image_size=32, num_frames=3))
+        config.train.update(dict(batch_size=8, log_every=1))
+        for stage in config.train.steps:
+            config.train.steps[stage] = 2
+        return config
     tiny = variant == "tiny"
     config = ml_collections.ConfigDict()
     config.task = "jdatt"

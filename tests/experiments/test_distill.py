@@ -1,4 +1,4 @@
-"""`python -m experiments.distill --config=experiments/configs/jdatt.py:tiny` end to end, with very few steps."""
+"""`python -m experiments.distill --config=experiments/configs/jdatt.py:tiny`, smoke-test size (:micro)."""
 
 import json
 
@@ -7,12 +7,7 @@ from turbjax.train.jdatt import run_jdatt
 
 
 def test_jdatt_tiny_runs_end_to_end_and_resumes(tmp_path):
-    config = get_config("tiny")
-    config.data.num_train, config.data.num_test, config.data.image_size, config.data.num_frames = 8, 4, 32, 3
-    config.train.batch_size = 8
-    config.train.log_every = 1
-    for stage in config.train.steps:
-        config.train.steps[stage] = 2
+    config = get_config("micro")  # tiny's code path at smoke-test size
     results = run_jdatt(config, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     for model in ("teacher", "separate", "joint"):
