@@ -25,9 +25,16 @@ from turbjax.workdir import save_figure, write_json
 _START_DIRECTION = {"cn2": 1.0, "exposure_time": -1.0, "wind_speed": 1.0, "r0": -1.0}
 
 
-def start_values(truth: dict[str, float], factor: float, bounds: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """The truth moved by ``factor`` (up or down per parameter, see _START_DIRECTION), inside the bounds."""
-    start = {name: value * factor ** _START_DIRECTION[name] for name, value in truth.items()}
+def start_values(
+    truth: dict[str, float],
+    factor: float,
+    bounds: dict[str, tuple[float, float]],
+    factors: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """The truth moved by ``factor`` (or ``factors[name]``; up or down per parameter, see _START_DIRECTION),
+    inside the bounds."""
+    factors = factors or {}
+    start = {name: value * factors.get(name, factor) ** _START_DIRECTION[name] for name, value in truth.items()}
     return inverse.clip_to_bounds(start, bounds)
 
 
@@ -79,7 +86,7 @@ def run_case(name: str, make_simulator, clean, truth: dict, bounds: dict, frames
     observation_key = jax.random.key(config.seed)
     true_params = {k: jnp.asarray(v, jnp.float32) for k, v in truth.items()}
     observed = make_simulator(frames)(observation_key, true_params).degraded
-    init = start_values(truth, config.init_factor, bounds)
+    init = start_values(truth, config.init_factor, bounds, {"wind_speed": config.et_turb.wind_init_factor})
     fit = config.fit
     began = time.perf_counter()
     result = inverse.recover(
@@ -95,6 +102,9 @@ def run_case(name: str, make_simulator, clean, truth: dict, bounds: dict, frames
         steps=fit.steps,
         method=fit.method,
         progress=config.progress,
+        grid_points=0 if key_known else fit.grid_points,
+        grid_span=fit.grid_span,
+        num_starts=fit.num_starts,
         num_bands=fit.num_bands,
         band_range=tuple(fit.band_range),
     )

@@ -116,6 +116,18 @@ def test_et_turb_recovered_within_1_percent_with_the_key_known():
         assert np.all((result.trajectory[name] >= _F32_LOW * lo) & (result.trajectory[name] <= _F32_HIGH * hi))
 
 
+def test_wind_speed_joins_the_known_key_fit_from_a_start_inside_its_basin():
+    clean, _, _, make_simulator = et_turb_problem(CONFIG, 64)
+    truth = dict(ET_TRUTH, wind_speed=CONFIG.et_turb.truth.wind_speed)
+    bounds = {name: tuple(CONFIG.et_turb.bounds[name]) for name in truth}
+    key = jax.random.key(1)
+    observed = make_simulator(4)(key, _as_arrays(truth)).degraded
+    init = start_values(truth, 3.0, bounds, {"wind_speed": CONFIG.et_turb.wind_init_factor})
+    result = inverse.recover(make_simulator, observed, clean, init, bounds, key=key, steps=CONFIG.fit.steps)
+    errors = inverse.relative_errors(result.params, truth)
+    assert max(errors.values()) < 0.01, errors
+
+
 def test_satellite_r0_recovered_within_1_percent_with_the_key_known():
     clean, make_simulator = satellite_problem(CONFIG)
     truth, bounds = {"r0": CONFIG.satellite.r0}, {"r0": tuple(CONFIG.satellite.bounds)}
@@ -136,7 +148,8 @@ def test_et_turb_recovered_within_20_percent_with_the_key_unknown_on_a_32_frame_
     fit = CONFIG.fit
     result = inverse.recover(
         make_simulator, observed, clean, init, ET_BOUNDS, seed=CONFIG.seed, num_keys=fit.num_keys,
-        sim_frames=fit.sim_frames, steps=fit.steps, **STATS
+        sim_frames=fit.sim_frames, steps=fit.steps, grid_points=fit.grid_points, grid_span=fit.grid_span,
+        num_starts=fit.num_starts, **STATS
     )  # fmt: skip
     errors = inverse.relative_errors(result.params, ET_TRUTH)
     assert max(errors.values()) < 0.20, errors
