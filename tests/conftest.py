@@ -5,7 +5,14 @@ compiled by one test (e.g. the same train step before and after a resume) is not
 import os
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# The 8 virtual devices run their collectives on threads of 2 shared cores: under load (the other xdist
+# worker, a notebook kernel) a rendezvous can wait longer than XLA's default 40 s, which aborts the process.
+_FLAGS = (
+    " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=1200"
+    " --xla_cpu_collective_timeout_seconds=1800"
+)
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"turbjax-test-jax-cache-{os.getuid()}")
