@@ -5,9 +5,12 @@ compiled by one test (e.g. the same train step before and after a resume) is not
 import os
 import tempfile
 
+from tests.one_device import TEST_XLA_FLAGS
+
 # The 8 virtual devices run their collectives on threads of 2 shared cores: under load (the other xdist
 # worker, a notebook kernel) a rendezvous can wait longer than XLA's default 40 s, which aborts the process.
 _FLAGS = (
+    f" {TEST_XLA_FLAGS}"
     " --xla_force_host_platform_device_count=8"
     " --xla_cpu_collective_call_terminate_timeout_seconds=1200"
     " --xla_cpu_collective_timeout_seconds=1800"

@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(
         dict(
             batch_size=32 if tiny else 16,
+            num_devices=None,  # None = every device (batch_size must divide by it)
             num_steps=1800 if tiny else 20000,  # tiny: under 10 minutes on 2 CPU cores
             log_every=50,
             eval_every=900 if tiny else 2000,

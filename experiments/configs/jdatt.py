@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config = get_config("tiny")
         config.variant = "micro"
         config.data.update(dict(num_train=8, num_test=4, image_size=32, num_frames=3))
-        config.train.update(dict(batch_size=8, log_every=1))
+        config.train.update(dict(batch_size=2, num_devices=1, log_every=1))
         for stage in config.train.steps:
             config.train.steps[stage] = 2
         return config
@@ -78,6 +78,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(
         dict(
             batch_size=8,
+            num_devices=None,  # None = every device (batch_size must divide by it)
             steps=ml_collections.ConfigDict(steps),
             log_every=50,
             checkpoint_every=500,

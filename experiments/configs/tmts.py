@@ -112,7 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def shrink_to_micro(config: ml_collections.ConfigDict) -> None:
-    """32 px crops, 3 frames, a 2-clip batch on 2 devices, a network of a few thousand weights, 2 steps."""
+    """32 px crops, 3 frames, a 2-clip batch on one device, a network of a few thousand weights, 2 steps."""
     config.data.update(dict(patch_size=32, scene_size=40, num_frames=3))
     config.simulator.grid = 1
     config.model.name = "tiny"
@@ -127,6 +127,6 @@ def shrink_to_micro(config: ml_collections.ConfigDict) -> None:
             tstsa_heads=2,
         )
     )
-    config.train.update(dict(batch_size=2, num_devices=2, steps=2, log_every=1, eval_every=0, checkpoint_every=1))
+    config.train.update(dict(batch_size=2, num_devices=1, steps=2, log_every=1, eval_every=0, checkpoint_every=1))
     config.optim.warmup_steps = 1
     config.eval.update(dict(num_clips=2, batch_size=2, figure_clips=2, yt_frames=4))

@@ -88,8 +88,12 @@ def test_sharded_stream_equals_single_device(bank, stills, clean_batch):
         S.stream_batches(bank, stills, spec, BATCH, seed=3, sharding=NamedSharding(mesh, PartitionSpec("data")))(0)
     )
     assert len(sharded["image"].sharding.device_set) == 8
-    for name in ("image", "boxes", "labels", "num_boxes"):
-        np.testing.assert_allclose(np.asarray(sharded[name]), np.asarray(clean_batch[name]), atol=1e-6)
+    # The partitioned program may fuse and round differently: a few float32 ulps of the [0, 1] image
+    # (measured 2e-6), far below a grey level (1/255); labels and counts exactly.
+    for name in ("image", "boxes"):
+        np.testing.assert_allclose(np.asarray(sharded[name]), np.asarray(clean_batch[name]), atol=1e-5)
+    for name in ("labels", "num_boxes"):
+        np.testing.assert_array_equal(np.asarray(sharded[name]), np.asarray(clean_batch[name]))
 
 
 def test_degraded_stream_is_finite_and_keeps_the_clean_scene(bank, stills, clean_batch):

@@ -1,14 +1,18 @@
-"""`python -m experiments.distill --config=experiments/configs/jdatt.py:tiny`, smoke-test size (:micro)."""
+"""`python -m experiments.distill --config=experiments/configs/jdatt.py:tiny` end to end, at smoke-test
+size (:micro), as a user runs it: the CLI in its own one-device process (tests/one_device.py)."""
 
 import json
 
-from experiments.configs.jdatt import get_config
-from turbjax.train.jdatt import run_jdatt
+import pytest
+
+from tests.one_device import run_cli
+
+CONFIG = "experiments/configs/jdatt.py:micro"  # tiny's code path at smoke-test size
 
 
+@pytest.mark.xdist_group("jdatt_micro")  # with colab/04: one compilation of the micro programs
 def test_jdatt_tiny_runs_end_to_end_and_resumes(tmp_path):
-    config = get_config("micro")  # tiny's code path at smoke-test size
-    results = run_jdatt(config, tmp_path)
+    run_cli("experiments.distill", CONFIG, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     for model in ("teacher", "separate", "joint"):
         entry = saved[model]
@@ -17,5 +21,8 @@ def test_jdatt_tiny_runs_end_to_end_and_resumes(tmp_path):
     assert saved["teacher"]["params_restorer"] > saved["joint"]["params_restorer"]
     assert (tmp_path / "table3.png").exists() and (tmp_path / "map_vs_time.png").exists()
     # Every stage checkpointed its last step: a re-run trains nothing and reproduces the students.
-    again = run_jdatt(config, tmp_path)
-    assert again["joint"]["psnr"] == results["joint"]["psnr"]
+    histories = {path: path.read_text() for path in tmp_path.glob("*/history.json")}
+    assert len(histories) == 5, sorted(histories)
+    run_cli("experiments.distill", CONFIG, tmp_path)
+    assert {path: path.read_text() for path in histories} == histories
+    assert json.loads((tmp_path / "results.json").read_text())["joint"]["psnr"] == saved["joint"]["psnr"]

@@ -146,10 +146,12 @@ def test_et_turb_recovered_within_20_percent_with_the_key_unknown_on_a_32_frame_
     observed = make_simulator(32)(jax.random.key(CONFIG.seed), _as_arrays(ET_TRUTH)).degraded
     init = start_values(ET_TRUTH, 3.0, ET_BOUNDS)
     fit = CONFIG.fit
+    # One fit from the best grid point: the config's second start guards shorter clips against the
+    # statistics' side minima; here both starts end at the same point (measured), at twice the cost.
     result = inverse.recover(
         make_simulator, observed, clean, init, ET_BOUNDS, seed=CONFIG.seed, num_keys=fit.num_keys,
         sim_frames=fit.sim_frames, steps=fit.steps, grid_points=fit.grid_points, grid_span=fit.grid_span,
-        num_starts=fit.num_starts, **STATS
+        num_starts=1, **STATS
     )  # fmt: skip
     errors = inverse.relative_errors(result.params, ET_TRUTH)
     assert max(errors.values()) < 0.20, errors

@@ -223,7 +223,7 @@ def train_detector(config, workdir) -> dict:
     from turbjax.workdir import write_json
 
     workdir = Path(workdir)
-    mesh = data_mesh()
+    mesh = data_mesh(config.train.get("num_devices"))
     if config.train.batch_size % mesh.size:
         raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by {mesh.size} devices.")
     stream = config.data.get("stream", False)

@@ -144,7 +144,7 @@ def run_jdatt(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Teachers, separate and joint distillation on the embedded turbulence detection data; writes
     WORKDIR/results.json, table3.png and map_vs_time.png, and returns the results."""
     workdir = Path(workdir)
-    mesh = data_mesh()
+    mesh = data_mesh(config.train.get("num_devices"))
     if config.train.batch_size % mesh.size:
         raise ValueError(f"train.batch_size ({config.train.batch_size}) must be divisible by {mesh.size} devices.")
     size, frames = config.data.image_size, config.data.num_frames
