@@ -4,7 +4,8 @@ Variants: ``tiny`` (the README's main job: under 15 minutes on 2 CPU cores, 64 p
 ``medium``, ``large`` (student sizes of the seed's Table 3, 128 px, CPU-hours), ``paper`` (the
 seed's settings: 256 px crops, batch 1 with 4-step accumulation, lr 1.5e-4, 100 epochs with 10
 warm-up; meant for accelerators) and ``micro`` (a smoke-test size: ``tiny`` with 8 / 4 clips of 32 px,
-3 frames and 2 steps per stage; the tests and the notebooks' CI setting, not an experiment).
+3 frames, a 2-clip batch on one device and 2 steps per stage; the tests and the notebooks' CI setting,
+not an experiment).
 """
 
 import ml_collections
